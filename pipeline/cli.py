@@ -1,0 +1,277 @@
+"""`kws`: argparse subcommands that only parse flags and call the functions that do the work.
+
+User mistakes (a missing folder, a corrupt wav, a bad flag value, a checkpoint from another config)
+print one line ``kws: error: ...`` on stderr and exit with code 2, without a traceback.
+Heavy modules (torch) are imported inside the commands that need them, so the device-side
+commands (predict/evaluate/stream on .onnx, devices, stream-eval) never import torch.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from pathlib import Path
+
+from .config import DEFAULT_WORDS
+from .errors import ConfigError, KwsError
+
+DEFAULT_DATA = Path("data/synth")
+DEFAULT_RUN = Path("runs/default")
+
+
+def positive_int(s: str) -> int:
+    try:
+        v = int(s)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {s!r}") from None
+    if v <= 0:
+        raise argparse.ArgumentTypeError(f"must be positive, got {v}")
+    return v
+
+
+def nonneg_int(s: str) -> int:
+    v = positive_int(s) if s.strip() != "0" else 0
+    return v
+
+
+def positive_float(s: str) -> float:
+    try:
+        v = float(s)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {s!r}") from None
+    if not v > 0:
+        raise argparse.ArgumentTypeError(f"must be positive, got {v}")
+    return v
+
+
+def probability(s: str) -> float:
+    v = positive_float(s)
+    if v >= 1:
+        raise argparse.ArgumentTypeError(f"must be in (0, 1), got {v}")
+    return v
+
+
+def word_list(s: str) -> tuple[str, ...]:
+    words = tuple(w.strip() for w in s.split(",") if w.strip())
+    if not words:
+        raise argparse.ArgumentTypeError("expected comma-separated words, e.g. yes,no,stop")
+    bad = [w for w in words if w.startswith("_") or "/" in w]
+    if bad:
+        raise argparse.ArgumentTypeError(f"not usable as word names: {bad}")
+    return words
+
+
+def jobs_default() -> int:
+    return max(1, min(8, os.cpu_count() or 1))
+
+
+# ---------------------------------------------------------------- commands
+
+def cmd_synth(a: argparse.Namespace) -> None:
+    from .datasets.synth import ENGINES, SynthArgs, UNKNOWN_WORDS, synthesise
+    bad = [e for e in a.engines if e not in ENGINES]
+    if bad:
+        raise ConfigError(f"--engines: unknown engine(s) {bad}; choose from {','.join(ENGINES)}")
+    args = SynthArgs(words=a.words, unknown_words=a.unknown_words or UNKNOWN_WORDS, takes=a.takes,
+                     unknown_per_speaker=a.unknown_per_speaker, engines=a.engines,
+                     max_speakers=a.max_speakers, seed=a.seed)
+    synthesise(a.out, args, jobs=a.jobs)
+
+
+def cmd_fetch(a: argparse.Namespace) -> None:
+    from .fetch import fetch_speech_commands
+    fetch_speech_commands(a.version, a.root, url=a.url, sha256=a.sha256)
+
+
+def _run_config(a: argparse.Namespace, labels: tuple[str, ...]):
+    from .config import FeatureConfig, ModelConfig, RunConfig, TrainConfig
+    feats = FeatureConfig()
+    model = ModelConfig(n_mfcc=feats.n_mfcc, hidden=a.hidden, layers=a.layers, dropout=a.dropout, n_classes=len(labels))
+    train = TrainConfig(epochs=a.epochs, batch_size=a.batch_size, lr=a.lr, seed=a.seed)
+    return RunConfig(labels=labels, features=feats, model=model, train=train)
+
+
+def cmd_train(a: argparse.Namespace) -> None:
+    import torch
+    import torch.distributed as dist
+
+    from .checkpoint import load_checkpoint
+    from .data import prepare
+    from .train import pick_device, train
+
+    device = pick_device(a.device)
+    distributed = int(os.environ.get("WORLD_SIZE", "1")) > 1
+    if distributed:
+        dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
+        if device.type == "cuda":
+            device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0)))
+    rank = dist.get_rank() if distributed else 0
+    # The config: from the checkpoint when resuming (flags that change the model are ignored),
+    # else from the flags with the labels the data defines.
+    saved = load_checkpoint(a.out / "last.pt")["run_config"] if a.resume else None
+    template = saved or _run_config(a, ("a", "b"))
+    if distributed and rank != 0:
+        dist.barrier()                       # rank 0 decodes the caches first
+    data = prepare(a.data, template.features, template.train, a.cache_dir, task=a.task,
+                   words=list(a.words) if a.words else None, labels=saved.labels if saved else None,
+                   noise_dirs=a.noise_dir, jobs=a.jobs)
+    if distributed and rank == 0:
+        dist.barrier()
+    cfg = saved or _run_config(a, data.labels)
+    result = train(cfg, data, a.out, device, resume=a.resume)
+    if rank == 0:
+        print(f"best validation accuracy {result.best_val_acc:.4f}; test {result.test_acc:.4f}; "
+              f"{result.seconds / 60:.1f} min; wrote {a.out}/best.pt, last.pt, metrics.jsonl, curves.png")
+    if distributed:
+        dist.destroy_process_group()
+
+
+def cmd_export(a: argparse.Namespace) -> None:
+    from .export import export_run
+    paths = export_run(a.run, a.out, int8=a.int8)
+    for k, p in paths.items():
+        print(f"{k:12s} {p}")
+
+
+def cmd_predict(a: argparse.Namespace) -> None:
+    from .runtime import OnnxModel
+    m = OnnxModel(a.model, threads=0)
+    for f, (label, score) in zip(a.files, m.predict_files(a.files)):
+        print(f"{f}\t{label}\t{score:.3f}")
+
+
+def cmd_evaluate(a: argparse.Namespace) -> None:
+    from .evaluate import evaluate
+    evaluate(a.model, a.data, a.split, out_dir=a.out, json_path=a.json, jobs=a.jobs)
+
+
+def cmd_demo(a: argparse.Namespace) -> None:
+    """The main job: synthesise -> train -> export -> evaluate, on the embedded default data."""
+    import time
+    t0 = time.time()
+    a.out, run = a.data, a.run
+    a.words, a.unknown_words, a.takes, a.unknown_per_speaker = DEFAULT_WORDS, None, 2, 10
+    a.max_speakers, a.engines = 0, ("espeak", "flite", "piper", "hibari")
+    cmd_synth(a)
+    t_synth = time.time() - t0
+    ta = argparse.Namespace(data=[a.data], out=run, task="auto", words=None, noise_dir=[], epochs=a.epochs,
+                            batch_size=128, lr=3e-3, hidden=128, layers=2, dropout=0.15, seed=a.seed,
+                            device=a.device, resume=False, jobs=a.jobs, cache_dir=a.cache_dir)
+    cmd_train(ta)
+    from .evaluate import evaluate
+    from .export import export_run
+    paths = export_run(run, None, int8=True)
+    report = evaluate(paths["model"], [a.data], "test", jobs=a.jobs)
+    print(f"\ndone in {(time.time() - t0) / 60:.1f} min (synthesis {t_synth / 60:.1f} min)")
+    print(f"  dataset        {a.data}")
+    print(f"  checkpoints    {run}/best.pt, {run}/last.pt  (curves: {run}/curves.png)")
+    print(f"  ONNX model     {paths['model']}  (+ .frames/.frontend graphs for streaming, .int8)")
+    print(f"  test accuracy  {report['accuracy']:.4f} on held-out synthetic speakers "
+          f"(confusion matrix in {paths['model'].parent}/eval-{a.data.name}-test/)")
+    print(f"  next: kws stream --model {paths['model']} --mic")
+
+
+# ---------------------------------------------------------------- parser
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="kws", description="Speech-command recognition: synthesise data, train a "
+                                "stacked BiLSTM on MFCCs, export to ONNX, evaluate and stream on the CPU.")
+    sub = p.add_subparsers(dest="cmd", required=True, metavar="COMMAND")
+
+    def add(name: str, fn, help: str) -> argparse.ArgumentParser:
+        sp = sub.add_parser(name, help=help, description=help)
+        sp.set_defaults(fn=fn)
+        return sp
+
+    def synth_flags(sp: argparse.ArgumentParser, out_flag: str) -> None:
+        sp.add_argument(out_flag, type=Path, default=DEFAULT_DATA, help=f"dataset folder to write (default {DEFAULT_DATA})")
+        sp.add_argument("--seed", type=int, default=0, help="random seed: same seed and flags, same dataset (default 0)")
+        sp.add_argument("--jobs", type=positive_int, default=jobs_default(), help="parallel processes (default: CPU count, max 8)")
+
+    s = add("synth", cmd_synth, "Synthesise a keyword dataset offline (Speech Commands layout) with TTS voices.")
+    synth_flags(s, "--out")
+    s.add_argument("--words", type=word_list, default=DEFAULT_WORDS, help="comma-separated target words "
+                   "(default: the 10 Speech Commands keywords and the 10 digits)")
+    s.add_argument("--unknown-words", type=word_list, default=None, help="comma-separated non-target words for "
+                   "the _unknown_ class (default: a built-in list of ~50 words)")
+    s.add_argument("--takes", type=positive_int, default=2, help="clips per speaker and target word (default 2)")
+    s.add_argument("--unknown-per-speaker", type=nonneg_int, default=10, help="unknown-word clips per speaker (default 10)")
+    s.add_argument("--engines", type=word_list, default=("espeak", "flite", "piper", "hibari"),
+                   help="comma-separated TTS engines to use: espeak,flite,piper,hibari (default all)")
+    s.add_argument("--max-speakers", type=nonneg_int, default=0, help="use at most N speakers, a seeded random "
+                   "subset (default 0: all ~140)")
+
+    f = add("fetch", cmd_fetch, "Download and unpack Google Speech Commands (needs internet).")
+    f.add_argument("dataset", choices=["speech-commands"], help="which dataset")
+    f.add_argument("--version", type=int, choices=[1, 2], default=2, help="Speech Commands version (default 2)")
+    f.add_argument("--root", type=Path, default=Path("data/speech_commands"), help="folder to unpack into")
+    f.add_argument("--url", default=None, help="archive URL (default: the official one for --version)")
+    f.add_argument("--sha256", default=None, help="expected SHA-256 of the archive; checked when given")
+
+    def train_flags(sp: argparse.ArgumentParser) -> None:
+        sp.add_argument("--epochs", type=positive_int, default=20, help="training epochs (default 20)")
+        sp.add_argument("--device", default="auto", help="auto (CUDA when present), cpu, cuda, cuda:N (default auto)")
+        sp.add_argument("--cache-dir", type=Path, default=Path("data/cache"), help="where decoded int16 clips are cached (default data/cache)")
+
+    t = add("train", cmd_train, "Train the BiLSTM classifier on one or more dataset folders.")
+    t.add_argument("--data", type=Path, nargs="+", required=True, help="dataset folder(s): Speech Commands layout or folder-per-word")
+    t.add_argument("--out", type=Path, required=True, help="run folder for checkpoints, metrics and curves")
+    t.add_argument("--task", choices=["auto", "12", "all"], default="auto", help="labels: 12 = the 10 Speech Commands "
+                   "keywords + _unknown_ + _silence_; all = every word folder; auto = words.txt of the data, else all")
+    t.add_argument("--words", type=word_list, default=None, help="comma-separated target words (overrides --task)")
+    t.add_argument("--noise-dir", type=Path, action="append", default=[], help="extra folder of background-noise "
+                   "recordings for augmentation (repeatable)")
+    t.add_argument("--batch-size", type=positive_int, default=128, help="clips per batch (default 128)")
+    t.add_argument("--lr", type=positive_float, default=3e-3, help="peak learning rate (default 3e-3)")
+    t.add_argument("--hidden", type=positive_int, default=128, help="LSTM hidden size per direction (default 128)")
+    t.add_argument("--layers", type=positive_int, default=2, help="stacked LSTM layers (default 2)")
+    t.add_argument("--dropout", type=probability, default=0.15, help="dropout between layers and before the head (default 0.15)")
+    t.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+    t.add_argument("--resume", action="store_true", help="continue the run in --out from its last.pt")
+    t.add_argument("--jobs", type=positive_int, default=jobs_default(), help="processes for decoding audio")
+    train_flags(t)
+
+    e = add("export", cmd_export, "Export a run to ONNX (waveform model, frames model, front-end).")
+    e.add_argument("run", type=Path, help="run folder (uses best.pt) or a .pt checkpoint")
+    e.add_argument("--out", type=Path, default=None, help="output .onnx path (default RUN/model.onnx)")
+    e.add_argument("--int8", action="store_true", help="also write dynamically quantised INT8 models")
+
+    pr = add("predict", cmd_predict, "Print the label and score of each audio file (onnxruntime, no torch).")
+    pr.add_argument("--model", type=Path, required=True, help="exported model.onnx")
+    pr.add_argument("files", type=Path, nargs="+", help="audio files (any rate, mono or stereo)")
+
+    ev = add("evaluate", cmd_evaluate, "Accuracy, per-class precision/recall and confusion matrix on a dataset.")
+    ev.add_argument("--model", type=Path, required=True, help="model.onnx (no torch), or a run folder / .pt")
+    ev.add_argument("--data", type=Path, nargs="+", required=True, help="dataset folder(s)")
+    ev.add_argument("--split", choices=["test", "val", "train", "all"], default="test", help="which split (default test)")
+    ev.add_argument("--json", type=Path, default=None, help="also write the JSON report here")
+    ev.add_argument("--out", type=Path, default=None, help="folder for confusion.png and report.json "
+                    "(default: next to the model, eval-<data>-<split>/)")
+    ev.add_argument("--jobs", type=positive_int, default=jobs_default(), help="processes for reading audio")
+
+    d = add("demo", cmd_demo, "The main job: synthesise the default data, train, export, evaluate.")
+    synth_flags(d, "--data")
+    d.add_argument("--run", type=Path, default=DEFAULT_RUN, help=f"run folder (default {DEFAULT_RUN})")
+    train_flags(d)
+
+    from .stream_cli import add_stream_commands
+    add_stream_commands(add)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    a = parser.parse_args(argv)
+    try:
+        a.fn(a)
+    except KwsError as e:
+        print(f"kws: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("kws: interrupted", file=sys.stderr)
+        return 130
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

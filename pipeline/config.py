@@ -1,0 +1,171 @@
+"""Typed configuration that travels with the weights.
+
+Every constant the front-end, the model and the training loop use lives here. A
+:class:`RunConfig` (features + model + training + labels) is stored in each checkpoint and
+as JSON in the ONNX metadata, so export, evaluation and streaming read it from the artifact,
+never from these defaults.
+
+This module imports only the standard library: the torch-free device path uses it too.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import dataclass, field
+from typing import Any
+
+from .errors import ConfigError
+
+UNKNOWN = "_unknown_"
+SILENCE = "_silence_"
+BACKGROUND_DIR = "_background_noise_"
+
+#: The ten Speech Commands keywords and the ten digits: the default vocabulary.
+SPEECH_COMMANDS_10 = ("yes", "no", "up", "down", "left", "right", "on", "off", "stop", "go")
+DIGITS = ("zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine")
+DEFAULT_WORDS = SPEECH_COMMANDS_10 + DIGITS
+
+
+def _check(cond: bool, msg: str) -> None:
+    if not cond:
+        raise ConfigError(msg)
+
+
+@dataclass(frozen=True)
+class FeatureConfig:
+    """MFCC front-end. Frames are not centred (no padding), so a stream's frames equal offline frames."""
+
+    sample_rate: int = 16000
+    clip_samples: int = 16000          # the classifier's window: 1 s
+    n_fft: int = 400                   # 25 ms analysis window (periodic Hann)
+    hop_length: int = 160              # 10 ms hop
+    n_mels: int = 40
+    n_mfcc: int = 40
+    f_min: float = 20.0
+    f_max: float = 4000.0              # narrow band: the same features from any mic, 8 kHz files included
+    log_eps: float = 1e-6              # log(mel + eps): no per-clip scaling anywhere
+
+    def __post_init__(self) -> None:
+        _check(self.sample_rate > 0, "sample_rate must be positive")
+        _check(0 < self.n_fft <= self.clip_samples, "n_fft must be in (0, clip_samples]")
+        _check(0 < self.hop_length <= self.n_fft, "hop_length must be in (0, n_fft]")
+        _check(0 < self.n_mfcc <= self.n_mels, "n_mfcc must be in (0, n_mels]")
+        _check(0 <= self.f_min < self.f_max <= self.sample_rate / 2, "need 0 <= f_min < f_max <= sample_rate/2")
+        _check(self.log_eps > 0, "log_eps must be positive")
+
+    @property
+    def n_freqs(self) -> int:
+        return self.n_fft // 2 + 1
+
+    def frames_for(self, samples: int) -> int:
+        """Frames produced from ``samples`` samples (0 when shorter than one window)."""
+        return 0 if samples < self.n_fft else 1 + (samples - self.n_fft) // self.hop_length
+
+    @property
+    def n_frames(self) -> int:
+        return self.frames_for(self.clip_samples)
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """Stacked bidirectional LSTM over MFCC frames, mean+max pooling over time, linear head."""
+
+    n_mfcc: int = 40
+    hidden: int = 128
+    layers: int = 2
+    dropout: float = 0.15
+    n_classes: int = 22
+
+    def __post_init__(self) -> None:
+        _check(self.hidden > 0 and self.layers > 0, "hidden and layers must be positive")
+        _check(0.0 <= self.dropout < 1.0, "dropout must be in [0, 1)")
+        _check(self.n_classes >= 2, "need at least two classes")
+
+
+@dataclass(frozen=True)
+class AugmentConfig:
+    """Training-only, batch-level augmentation (see pipeline/datasets/augment.py)."""
+
+    shift_ms: float = 100.0            # random time shift, +-
+    noise_prob: float = 0.8            # chance a clip gets background noise
+    snr_db: tuple[float, float] = (0.0, 25.0)
+    speed: tuple[float, float] = (0.88, 1.12)   # resampling factor: tempo and pitch together
+    band_prob: float = 0.5             # random low-pass (channel band) 3.4-8 kHz, tilt EQ
+    reverb_prob: float = 0.3
+    gain_db: tuple[float, float] = (-12.0, 6.0)
+    clip_prob: float = 0.05            # hard clipping at a random level
+    time_masks: int = 2                # SpecAugment
+    time_mask_frames: int = 10
+    freq_masks: int = 2
+    freq_mask_bins: int = 5
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    epochs: int = 20
+    batch_size: int = 128
+    lr: float = 3e-3
+    weight_decay: float = 1e-2
+    warmup_epochs: float = 1.0
+    grad_clip: float = 1.0
+    label_smoothing: float = 0.05
+    seed: int = 0
+    silence_fraction: float = 0.08     # of training clips, cut from background noise
+    unknown_fraction: float = 0.10     # cap on _unknown_ clips, as a fraction of the split
+    augment: AugmentConfig = field(default_factory=AugmentConfig)
+
+    def __post_init__(self) -> None:
+        _check(self.epochs > 0, "epochs must be positive")
+        _check(self.batch_size > 0, "batch_size must be positive")
+        _check(self.lr > 0, "lr must be positive")
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    """Everything needed to rebuild a model and its front-end: saved with the weights."""
+
+    labels: tuple[str, ...]
+    features: FeatureConfig = field(default_factory=FeatureConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+
+    def __post_init__(self) -> None:
+        _check(len(self.labels) == self.model.n_classes, "model.n_classes must equal the number of labels")
+        _check(len(set(self.labels)) == len(self.labels), "labels must be unique")
+        _check(self.model.n_mfcc == self.features.n_mfcc, "model.n_mfcc must equal features.n_mfcc")
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), sort_keys=True)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "RunConfig":
+        try:
+            train = dict(d.get("train", {}))
+            train["augment"] = _build(AugmentConfig, train.get("augment", {}))
+            return cls(
+                labels=tuple(d["labels"]),
+                features=_build(FeatureConfig, d.get("features", {})),
+                model=_build(ModelConfig, d.get("model", {})),
+                train=_build(TrainConfig, train),
+            )
+        except (KeyError, TypeError) as e:
+            raise ConfigError(f"saved config does not fit this version: {e}") from None
+
+    @classmethod
+    def from_json(cls, s: str) -> "RunConfig":
+        try:
+            return cls.from_dict(json.loads(s))
+        except json.JSONDecodeError as e:
+            raise ConfigError(f"config is not valid JSON: {e}") from None
+
+
+def _build(cls: type, d: dict[str, Any]) -> Any:
+    names = {f.name for f in dataclasses.fields(cls)}
+    unknown = set(d) - names
+    if unknown:
+        raise ConfigError(f"unknown {cls.__name__} keys: {sorted(unknown)}")
+    kwargs = {k: tuple(v) if isinstance(v, list) else v for k, v in d.items()}
+    return cls(**kwargs)

@@ -1,0 +1,61 @@
+"""From dataset folders to decoded splits: the one entry point training uses.
+
+    roots -> scan -> labels -> per split: cap _unknown_, add _silence_ -> int16 memmap cache
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from .config import FeatureConfig, TrainConfig
+from .datasets.cache import SplitData, build_split, select_clips
+from .datasets.noise import noise_bank_or_synthetic
+from .datasets.speech_commands import SPLITS, Clip, DatasetError, noise_files, resolve_labels, scan
+
+
+@dataclass
+class PreparedData:
+    labels: tuple[str, ...]
+    splits: dict[str, SplitData]
+    noise_bank: list[np.ndarray]
+
+
+def gather_clips(roots: list[Path]) -> list[Clip]:
+    clips: list[Clip] = []
+    for r in roots:
+        clips += scan(r)
+    return clips
+
+
+def noise_sources(roots: list[Path], noise_dirs: list[Path]) -> list[Path]:
+    files = [f for r in roots for f in noise_files(r)]
+    for d in noise_dirs:
+        d = Path(d)
+        if not d.is_dir():
+            raise DatasetError(f"--noise-dir {d}: no such folder")
+        found = sorted(f for f in d.rglob("*") if f.suffix.lower() in {".wav", ".flac", ".ogg"})
+        if not found:
+            raise DatasetError(f"--noise-dir {d}: no .wav/.flac/.ogg files in it")
+        files += found
+    return files
+
+
+def prepare(roots: list[Path], feats: FeatureConfig, train: TrainConfig, cache_dir: Path,
+            task: str = "auto", words: list[str] | None = None, labels: tuple[str, ...] | None = None,
+            noise_dirs: list[Path] = (), jobs: int = 1) -> PreparedData:
+    """Scan, label, decode and cache every split. ``labels`` (from a checkpoint) overrides task/words."""
+    roots = [Path(r) for r in roots]
+    clips = gather_clips(roots)
+    labels = labels or resolve_labels(roots, clips, task, words)
+    bank = noise_bank_or_synthetic(noise_sources(roots, list(noise_dirs)), feats.sample_rate, train.seed)
+    splits = {}
+    for i, split in enumerate(SPLITS):
+        chosen = select_clips([c for c in clips if c.split == split], labels, train.unknown_fraction, train.seed + i)
+        if not chosen and split == "train":
+            raise DatasetError(f"{', '.join(map(str, roots))}: no training clips")
+        n_sil = int(round(train.silence_fraction * len(chosen)))
+        splits[split] = build_split(chosen, labels, feats, cache_dir, bank, n_sil, train.seed + 100 + i,
+                                    jobs, desc=f"decode {split}")
+    return PreparedData(labels, splits, bank)

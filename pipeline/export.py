@@ -1,0 +1,113 @@
+"""Export a trained run to ONNX for onnxruntime on the CPU (`kws export`).
+
+Three graphs, each carrying the same metadata (labels, sample rate, config JSON, thresholds):
+
+    model.onnx           waveform (batch, clip_samples) float32 16 kHz -> probs (batch, classes)
+                         front-end inside the graph as Conv (framing + real DFT) + MatMul work
+    model.frames.onnx    frames (batch, n_frames, n_mfcc) -> probs: the classifier alone, which the
+                         stream re-scores every hop over its frame cache
+    model.frontend.onnx  waveform (1, samples), any length >= n_fft -> frames (1, frames, n_mfcc):
+                         the stream computes only the new frames of each hop with it
+
+``--int8`` adds ``model.int8.onnx`` and ``model.frames.int8.onnx`` (onnxruntime dynamic quantisation).
+"""
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+import logging
+import os
+import warnings
+from pathlib import Path
+
+import numpy as np
+import onnx
+import torch
+
+from .checkpoint import load_model
+from .config import RunConfig
+from .features import MFCC
+from .model import FramesClassifier, WaveformClassifier
+
+PRODUCER = "kws-pipeline"
+
+
+def metadata(cfg: RunConfig, kind: str, thresholds: dict[str, float]) -> dict[str, str]:
+    return {"labels": json.dumps(list(cfg.labels)), "sample_rate": str(cfg.features.sample_rate),
+            "config": cfg.to_json(), "kind": kind, "thresholds": json.dumps(thresholds)}
+
+
+def _export(module: torch.nn.Module, example: torch.Tensor, path: Path, in_name: str, out_name: str,
+            dynamic: dict[int, str], meta: dict[str, str]) -> None:
+    dims = {i: torch.export.Dim(n, min=m) for i, (n, m) in dynamic.items()}
+    tmp = path.with_name(f".{path.name}.tmp")
+    with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
+        warnings.simplefilter("ignore")
+        logging.getLogger("torch.onnx").setLevel(logging.ERROR)
+        torch.onnx.export(module.eval(), (example,), str(tmp), dynamo=True, input_names=[in_name],
+                          output_names=[out_name], dynamic_shapes={"wave" if in_name == "waveform" else "feats": dims},
+                          external_data=False, verbose=False)
+    model = onnx.load(str(tmp))
+    for k, v in meta.items():
+        model.metadata_props.add(key=k, value=v)
+    model.producer_name = PRODUCER
+    onnx.checker.check_model(model, full_check=True)
+    onnx.save(model, str(tmp))
+    os.replace(tmp, path)
+
+
+def quantize(src: Path, dst: Path) -> None:
+    """Dynamic INT8 quantisation of weights (MatMul, Gemm, LSTM); metadata is kept."""
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+    quantize_dynamic(str(src), str(dst), weight_type=QuantType.QInt8)
+    m = onnx.load(str(dst))
+    if not m.metadata_props:
+        for p in onnx.load(str(src)).metadata_props:
+            m.metadata_props.add(key=p.key, value=p.value)
+        onnx.save(m, str(dst))
+
+
+def load_thresholds(run: Path) -> dict[str, float]:
+    f = Path(run) / "thresholds.json" if Path(run).is_dir() else Path(run).with_name("thresholds.json")
+    return json.loads(f.read_text()) if f.is_file() else {}
+
+
+def export_run(run: Path, out: Path | None = None, int8: bool = False, check_clips: np.ndarray | None = None,
+               log=print) -> dict[str, Path]:
+    """Export ``run`` (a run folder or .pt) -> {name: path}. Checks onnxruntime against PyTorch."""
+    import onnxruntime as ort
+
+    cfg, clf = load_model(run)
+    thresholds = load_thresholds(run)
+    out = Path(out) if out else (Path(run) if Path(run).is_dir() else Path(run).parent) / "model.onnx"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    stem = out.with_suffix("")
+    paths = {"model": out, "frames": Path(f"{stem}.frames.onnx"), "frontend": Path(f"{stem}.frontend.onnx")}
+    f = cfg.features
+    wave_model = WaveformClassifier(f, clf, use_dft=True).eval()
+    wave = torch.zeros(2, f.clip_samples)
+    _export(wave_model, wave, paths["model"], "waveform", "probs", {0: ("batch", 1)}, metadata(cfg, "waveform", thresholds))
+    feats = torch.zeros(2, f.n_frames, f.n_mfcc)
+    _export(FramesClassifier(clf), feats, paths["frames"], "frames", "probs", {0: ("batch", 1), 1: ("frames", 2)},
+            metadata(cfg, "frames", thresholds))
+    _export(MFCC(f, use_dft=True), torch.zeros(1, f.clip_samples), paths["frontend"], "waveform", "frames",
+            {1: ("samples", f.n_fft)}, metadata(cfg, "frontend", thresholds))
+    if int8:
+        paths["model_int8"] = Path(f"{stem}.int8.onnx")
+        paths["frames_int8"] = Path(f"{stem}.frames.int8.onnx")
+        quantize(paths["model"], paths["model_int8"])
+        quantize(paths["frames"], paths["frames_int8"])
+
+    x = check_clips if check_clips is not None else (np.random.default_rng(0).standard_normal((4, f.clip_samples)) * 0.1)
+    x = np.asarray(x, np.float32)
+    sess = ort.InferenceSession(str(paths["model"]), providers=["CPUExecutionProvider"])
+    got = sess.run(None, {"waveform": x})[0]
+    with torch.no_grad():
+        ref = WaveformClassifier(f, clf, use_dft=False)(torch.from_numpy(x)).numpy()
+    err = float(np.abs(got - ref).max())
+    log(f"exported {paths['model']} ({paths['model'].stat().st_size / 1e6:.2f} MB); onnxruntime vs PyTorch "
+        f"max |dp| = {err:.2e} on {len(x)} clips")
+    if err > 1e-4:
+        raise RuntimeError(f"ONNX output differs from PyTorch by {err:.2e} (> 1e-4)")
+    return paths

@@ -1,0 +1,84 @@
+"""MFCC front-end as a module holding its buffers (window, DFT bases, mel filterbank, DCT).
+
+Two ways to get the power spectrum, equal within float32 rounding:
+
+* ``torch.stft`` (FFT): used in training, fastest on GPU and CPU;
+* framing + real DFT as one strided convolution with precomputed windowed cos/sin bases: used in
+  the exported ONNX graph, where it is plain Conv/MatMul work that onnxruntime runs fast (the
+  ONNX STFT op is several times slower on one CPU core; see scripts/bench_inference.py).
+
+Both give ``log(mel + eps)`` followed by an orthonormal DCT-II, the same as
+``torchaudio.transforms.MFCC(log_mels=True, melkwargs=dict(center=False, mel_scale="htk", norm=None))``
+and librosa's ``mfcc(S=log(melspectrogram(center=False, htk=True, norm=None) + eps))``.
+No per-clip scaling: frames computed in a stream equal frames computed offline.
+"""
+from __future__ import annotations
+
+import math
+
+import torch
+import torchaudio.functional as AF
+from torch import nn
+
+from .config import FeatureConfig
+
+
+class MFCC(nn.Module):
+    """(batch, samples) float waveform -> (batch, frames, n_mfcc) with frames = cfg.frames_for(samples)."""
+
+    def __init__(self, cfg: FeatureConfig, use_dft: bool = False):
+        super().__init__()
+        self.cfg = cfg
+        self.use_dft = use_dft
+        n = torch.arange(cfg.n_fft, dtype=torch.float64)
+        window = 0.5 - 0.5 * torch.cos(2 * math.pi * n / cfg.n_fft)              # periodic Hann
+        k = torch.arange(cfg.n_freqs, dtype=torch.float64)
+        angle = 2 * math.pi * torch.outer(k, n) / cfg.n_fft                        # (n_freqs, n_fft)
+        bases = torch.cat([torch.cos(angle), -torch.sin(angle)]) * window          # (2*n_freqs, n_fft)
+        mel = AF.melscale_fbanks(cfg.n_freqs, cfg.f_min, cfg.f_max, cfg.n_mels, cfg.sample_rate,
+                                 norm=None, mel_scale="htk")                       # (n_freqs, n_mels)
+        dct = AF.create_dct(cfg.n_mfcc, cfg.n_mels, norm="ortho")                  # (n_mels, n_mfcc)
+        self.register_buffer("window", window.float(), persistent=False)
+        self.register_buffer("dft_kernel", bases.float().unsqueeze(1), persistent=False)  # (2F, 1, n_fft)
+        self.register_buffer("mel_fb", mel.float(), persistent=False)
+        self.register_buffer("dct", dct.float(), persistent=False)
+
+    def power(self, wave: torch.Tensor) -> torch.Tensor:
+        """(batch, samples) -> power spectrum (batch, frames, n_freqs)."""
+        cfg = self.cfg
+        if self.use_dft:
+            spec = torch.nn.functional.conv1d(wave.unsqueeze(1), self.dft_kernel, stride=cfg.hop_length)
+            re, im = spec[:, :cfg.n_freqs], spec[:, cfg.n_freqs:]                  # (batch, F, frames)
+            return (re * re + im * im).transpose(1, 2)
+        spec = torch.stft(wave, cfg.n_fft, cfg.hop_length, window=self.window, center=False,
+                          return_complex=True)                                      # (batch, F, frames)
+        return spec.abs().pow(2).transpose(1, 2)
+
+    def forward(self, wave: torch.Tensor) -> torch.Tensor:
+        """(batch, samples) -> (batch, frames, n_mfcc)."""
+        mel = self.power(wave.float()) @ self.mel_fb                                # (batch, frames, n_mels)
+        return torch.log(mel + self.cfg.log_eps) @ self.dct                         # (batch, frames, n_mfcc)
+
+
+def spec_augment(feats: torch.Tensor, time_masks: int, time_width: int, freq_masks: int,
+                 freq_width: int, fill: torch.Tensor | None = None) -> torch.Tensor:
+    """SpecAugment masks on (batch, frames, n_mfcc), each item its own random masks.
+
+    Masked cells are set to ``fill`` (a per-coefficient value, e.g. the training mean, so a mask
+    looks like an average frame rather than a loud zero), or to 0.
+    """
+    b, t, f = feats.shape
+    dev = feats.device
+    keep = torch.ones(b, t, f, dtype=torch.bool, device=dev)
+    tt = torch.arange(t, device=dev).view(1, t, 1)
+    ff = torch.arange(f, device=dev).view(1, 1, f)
+    for _ in range(time_masks):
+        w = torch.randint(0, time_width + 1, (b, 1, 1), device=dev)
+        s = (torch.rand(b, 1, 1, device=dev) * (t - w).clamp(min=1)).long()
+        keep &= ~((tt >= s) & (tt < s + w))
+    for _ in range(freq_masks):
+        w = torch.randint(0, freq_width + 1, (b, 1, 1), device=dev)
+        s = (torch.rand(b, 1, 1, device=dev) * (f - w).clamp(min=1)).long()
+        keep &= ~((ff >= s) & (ff < s + w))
+    filler = torch.zeros((), device=dev) if fill is None else fill.view(1, 1, f)
+    return torch.where(keep, feats, filler)

@@ -1,0 +1,75 @@
+"""The classifier: stacked bidirectional LSTM over normalised MFCC frames.
+
+``BiLSTMClassifier``: (batch, frames, n_mfcc) raw MFCC -> (batch, classes) logits.
+``WaveformClassifier``: (batch, samples) waveform -> (batch, classes) probabilities, front-end
+inside: the graph that is exported to ONNX.
+
+The normalisation statistics (per-coefficient mean and std over the training set) are buffers of
+the classifier, fixed at training time, so they travel with the weights and into the ONNX graph.
+"""
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from .config import FeatureConfig, ModelConfig
+from .features import MFCC
+
+
+class BiLSTMClassifier(nn.Module):
+    """(batch, frames, n_mfcc) -> (batch, n_classes) logits.
+
+    frames -> (x - mean) / std -> LSTM (layers, bidirectional) -> [mean over time ; max over time]
+    -> dropout -> linear.
+    """
+
+    def __init__(self, cfg: ModelConfig):
+        super().__init__()
+        self.cfg = cfg
+        self.register_buffer("feat_mean", torch.zeros(cfg.n_mfcc))
+        self.register_buffer("feat_std", torch.ones(cfg.n_mfcc))
+        self.lstm = nn.LSTM(cfg.n_mfcc, cfg.hidden, num_layers=cfg.layers, batch_first=True,
+                            bidirectional=True, dropout=cfg.dropout if cfg.layers > 1 else 0.0)
+        self.drop = nn.Dropout(cfg.dropout)
+        self.head = nn.Linear(4 * cfg.hidden, cfg.n_classes)
+
+    def set_normalisation(self, mean: torch.Tensor, std: torch.Tensor) -> None:
+        """Fix the per-coefficient statistics: (n_mfcc,) each."""
+        self.feat_mean.copy_(mean)
+        self.feat_std.copy_(std.clamp(min=1e-3))
+
+    def normalise(self, feats: torch.Tensor) -> torch.Tensor:
+        return (feats - self.feat_mean) / self.feat_std
+
+    def forward(self, feats: torch.Tensor) -> torch.Tensor:
+        """(batch, frames, n_mfcc) -> (batch, n_classes)."""
+        out, _ = self.lstm(self.normalise(feats))               # (batch, frames, 2*hidden)
+        pooled = torch.cat([out.mean(dim=1), out.amax(dim=1)], dim=-1)   # (batch, 4*hidden)
+        return self.head(self.drop(pooled))
+
+
+class WaveformClassifier(nn.Module):
+    """(batch, samples) -> (batch, n_classes) probabilities; MFCC via the in-graph DFT."""
+
+    def __init__(self, features: FeatureConfig, classifier: BiLSTMClassifier, use_dft: bool = True):
+        super().__init__()
+        self.frontend = MFCC(features, use_dft=use_dft)
+        self.classifier = classifier
+
+    def forward(self, wave: torch.Tensor) -> torch.Tensor:
+        return torch.softmax(self.classifier(self.frontend(wave)), dim=-1)
+
+
+class FramesClassifier(nn.Module):
+    """(batch, frames, n_mfcc) -> (batch, n_classes) probabilities: the streaming graph."""
+
+    def __init__(self, classifier: BiLSTMClassifier):
+        super().__init__()
+        self.classifier = classifier
+
+    def forward(self, feats: torch.Tensor) -> torch.Tensor:
+        return torch.softmax(self.classifier(feats), dim=-1)
+
+
+def count_parameters(model: nn.Module) -> int:
+    return sum(p.numel() for p in model.parameters())

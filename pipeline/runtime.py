@@ -1,0 +1,89 @@
+"""Torch-free inference with onnxruntime: what runs on the device.
+
+    m = OnnxModel("model.onnx")
+    m.labels, m.sample_rate, m.config, m.thresholds
+    m.scores(wave)            # (batch, samples) or (samples,) float32 -> (batch, classes)
+    m.predict_files([...])    # [(label, score), ...]
+
+Imports only numpy, onnxruntime and the torch-free parts of this package.
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import onnxruntime as ort
+
+from .audio import load_clip
+from .config import RunConfig
+from .errors import ConfigError, ModelError
+
+
+def _session(path: Path, threads: int) -> ort.InferenceSession:
+    if not path.is_file():
+        raise ModelError(f"{path}: no such model file")
+    opts = ort.SessionOptions()
+    opts.intra_op_num_threads = threads
+    opts.inter_op_num_threads = 1
+    opts.log_severity_level = 3
+    try:
+        return ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
+    except Exception as e:
+        first = str(e).strip().splitlines()[0][:160] if str(e).strip() else type(e).__name__
+        raise ModelError(f"{path}: not a loadable ONNX model ({first})") from None
+
+
+class OnnxModel:
+    """One exported graph plus its metadata (labels, sample rate, config, thresholds)."""
+
+    def __init__(self, path: str | Path, threads: int = 1):
+        self.path = Path(path)
+        self.session = _session(self.path, threads)
+        meta = self.session.get_modelmeta().custom_metadata_map
+        if "labels" not in meta or "config" not in meta:
+            raise ModelError(f"{self.path}: model has no 'labels'/'config' metadata (export it with `kws export`)")
+        try:
+            self.labels: list[str] = json.loads(meta["labels"])
+            self.config = RunConfig.from_json(meta["config"])
+        except (json.JSONDecodeError, ConfigError) as e:
+            raise ModelError(f"{self.path}: bad metadata ({e})") from None
+        self.kind = meta.get("kind", "waveform")
+        self.sample_rate = int(meta.get("sample_rate", self.config.features.sample_rate))
+        self.thresholds: dict[str, float] = json.loads(meta.get("thresholds", "{}") or "{}")
+        self.input_name = self.session.get_inputs()[0].name
+
+    def run(self, x: np.ndarray) -> np.ndarray:
+        return self.session.run(None, {self.input_name: np.ascontiguousarray(x, dtype=np.float32)})[0]
+
+    def scores(self, wave: np.ndarray) -> np.ndarray:
+        """(batch, clip_samples) or (clip_samples,) float32 waveform -> (batch, classes) probabilities."""
+        if self.kind != "waveform":
+            raise ModelError(f"{self.path}: a '{self.kind}' graph, not the waveform model (use model.onnx)")
+        wave = np.atleast_2d(np.asarray(wave, np.float32))
+        n = self.config.features.clip_samples
+        if wave.shape[1] != n:
+            raise ModelError(f"waveform has {wave.shape[1]} samples; this model takes {n}")
+        return self.run(wave)
+
+    def predict_files(self, paths: list[str | Path], batch_size: int = 64) -> list[tuple[str, float]]:
+        """Read, resample and fit each file to the window, score in batches -> [(label, score)]."""
+        f = self.config.features
+        out = []
+        for i in range(0, len(paths), batch_size):
+            batch = np.stack([load_clip(p, f.sample_rate, f.clip_samples) for p in paths[i:i + batch_size]])
+            p = self.scores(batch)
+            out += [(self.labels[k], float(row[k])) for row, k in zip(p, p.argmax(1))]
+        return out
+
+
+def sibling(path: Path, kind: str) -> Path:
+    """model.onnx -> model.frames.onnx / model.frontend.onnx (same for model.int8.onnx -> model.frames.int8.onnx)."""
+    name = path.name
+    if name.endswith(".int8.onnx"):
+        base, tail = name[: -len(".int8.onnx")], ".int8.onnx"
+    else:
+        base, tail = name[: -len(".onnx")], ".onnx"
+    if kind == "frontend":
+        tail = ".onnx"
+    return path.with_name(f"{base}.{kind}{tail}")

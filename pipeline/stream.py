@@ -1,0 +1,165 @@
+"""Torch-free streaming recognition: frame cache, re-scored window, smoothing, thresholds, refractory.
+
+A bidirectional LSTM carries no state across windows, so the last ``window`` of audio is re-scored
+every ``hop``. The MFCC frames of the overlap are not recomputed: each hop runs the front-end graph
+(``model.frontend.onnx``) on just the samples its new frames need, appends them to a frame cache,
+and runs the classifier graph (``model.frames.onnx``) on the last ``window`` frames. The frames of a
+window equal the offline front-end's frames of the same samples (frames are not centred, and
+there is no per-clip scaling), so every window's scores equal offline scores of those samples.
+
+    scorer = StreamingScorer("model.onnx", hop_ms=100)
+    for t_end, probs in scorer.push(chunk):          # chunk: (samples,) float32 at the model's rate
+        det = detector.update(t_end, probs)          # a Detection or None
+"""
+from __future__ import annotations
+
+import threading
+from collections import deque
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from .config import SILENCE, UNKNOWN
+from .errors import StreamError
+from .runtime import OnnxModel, sibling
+
+
+class StreamingScorer:
+    """Pushes audio in, yields ``(time of the window's last sample in s, probs (classes,))`` per hop."""
+
+    def __init__(self, model_path: str | Path, hop_ms: int = 100, window_ms: int | None = None, threads: int = 1):
+        path = Path(model_path)
+        self.model = OnnxModel(path, threads)
+        self.frontend = OnnxModel(sibling(path, "frontend"), threads)
+        self.classifier = OnnxModel(sibling(path, "frames"), threads)
+        self.labels = self.model.labels
+        f = self.feats = self.model.config.features
+        self.sample_rate = f.sample_rate
+        frame_ms = 1000 * f.hop_length / f.sample_rate
+        if hop_ms <= 0 or abs(hop_ms / frame_ms - round(hop_ms / frame_ms)) > 1e-9:
+            raise StreamError(f"--hop-ms: must be a positive multiple of the {frame_ms:g} ms frame hop, got {hop_ms}")
+        window_ms = window_ms or round(1000 * f.clip_samples / f.sample_rate)
+        self.window_samples = int(round(window_ms * f.sample_rate / 1000))
+        self.window_frames = f.frames_for(self.window_samples)
+        if self.window_frames < 1 or window_ms < hop_ms:
+            raise StreamError(f"--window-ms: must be at least --hop-ms and one {1000 * f.n_fft / f.sample_rate:g} ms frame, got {window_ms}")
+        self.hop_frames = int(round(hop_ms / frame_ms))
+        self.reset()
+
+    def reset(self) -> None:
+        self.buffer = np.zeros(0, np.float32)      # samples from the start of the next frame on
+        self.buffer_start = 0                      # absolute index of buffer[0]
+        self.frames: deque[np.ndarray] = deque(maxlen=self.window_frames)
+        self.n_frames = 0                          # frames computed so far
+
+    def _new_frames(self, k: int) -> np.ndarray:
+        """Compute the next ``k`` frames from the buffer: (k, n_mfcc)."""
+        f = self.feats
+        need = (k - 1) * f.hop_length + f.n_fft
+        seg = self.buffer[:need][None, :]
+        out = self.frontend.run(seg)[0]                        # (k, n_mfcc)
+        self.buffer = self.buffer[k * f.hop_length:]
+        self.buffer_start += k * f.hop_length
+        return out
+
+    def push(self, chunk: np.ndarray) -> list[tuple[float, np.ndarray]]:
+        """Add samples ``(n,)`` float32; return the scores of every window completed by them."""
+        f = self.feats
+        self.buffer = np.concatenate([self.buffer, np.asarray(chunk, np.float32).reshape(-1)])
+        results = []
+        while len(self.buffer) >= (self.hop_frames - 1) * f.hop_length + f.n_fft:
+            for row in self._new_frames(self.hop_frames):
+                self.frames.append(row)
+            self.n_frames += self.hop_frames
+            if len(self.frames) == self.window_frames:
+                probs = self.classifier.run(np.stack(self.frames)[None])[0]
+                end = (self.n_frames - 1) * f.hop_length + f.n_fft      # samples covered so far
+                results.append((end / f.sample_rate, probs))
+        return results
+
+    def window_start_sample(self, t_end: float) -> int:
+        """Absolute first sample of the window that ended at ``t_end`` (for offline comparison)."""
+        f = self.feats
+        end = int(round(t_end * f.sample_rate))
+        return end - f.n_fft - (self.window_frames - 1) * f.hop_length
+
+
+@dataclass
+class Detection:
+    time: float          # seconds from stream start (end of the window that fired)
+    label: str
+    score: float
+
+
+class Detector:
+    """Posterior smoothing over the last ``smooth`` windows, per-label thresholds, refractory period.
+
+    ``_unknown_`` and ``_silence_`` never fire. After a detection nothing fires for ``refractory_s``,
+    so one utterance sliding through successive windows fires once.
+    """
+
+    def __init__(self, labels: list[str], thresholds: dict[str, float], default: float = 0.8,
+                 smooth: int = 3, refractory_s: float = 1.0):
+        self.labels = labels
+        self.thr = np.array([thresholds.get(l, default) for l in labels], np.float32)
+        self.active = np.array([not (l in (UNKNOWN, SILENCE) or l.startswith("_")) for l in labels])
+        self.smooth, self.refractory = smooth, refractory_s
+        self.reset()
+
+    def reset(self) -> None:
+        self.hist: deque[np.ndarray] = deque(maxlen=self.smooth)
+        self.last_fire = -1e9
+
+    def smoothed(self) -> np.ndarray:
+        return np.mean(self.hist, axis=0)
+
+    def update(self, t: float, probs: np.ndarray) -> Detection | None:
+        self.hist.append(probs)
+        p = self.smoothed()
+        k = int(np.argmax(p))
+        if self.active[k] and p[k] >= self.thr[k] and t - self.last_fire >= self.refractory:
+            self.last_fire = t
+            return Detection(round(t, 3), self.labels[k], float(p[k]))
+        return None
+
+
+class RingBuffer:
+    """Fixed-capacity float32 FIFO shared by the audio callback (writer) and the inference thread.
+
+    When full, the oldest samples are dropped and counted: the stream falls behind gracefully
+    instead of growing memory.
+    """
+
+    def __init__(self, capacity: int):
+        self.data = np.zeros(capacity, np.float32)
+        self.capacity, self.start, self.size, self.dropped = capacity, 0, 0, 0
+        self.cond = threading.Condition()
+
+    def write(self, x: np.ndarray) -> None:
+        x = np.asarray(x, np.float32).reshape(-1)
+        with self.cond:
+            if len(x) > self.capacity:
+                self.dropped += len(x) - self.capacity
+                x = x[-self.capacity:]
+            over = self.size + len(x) - self.capacity
+            if over > 0:
+                self.start = (self.start + over) % self.capacity
+                self.size -= over
+                self.dropped += over
+            end = (self.start + self.size) % self.capacity
+            first = min(len(x), self.capacity - end)
+            self.data[end:end + first] = x[:first]
+            self.data[:len(x) - first] = x[first:]
+            self.size += len(x)
+            self.cond.notify()
+
+    def read(self, timeout: float = 0.1) -> np.ndarray:
+        """Everything buffered (possibly empty after ``timeout`` seconds)."""
+        with self.cond:
+            if not self.size:
+                self.cond.wait(timeout)
+            idx = (self.start + np.arange(self.size)) % self.capacity
+            out = self.data[idx].copy()
+            self.start, self.size = (self.start + self.size) % self.capacity, 0
+            return out

@@ -1,0 +1,163 @@
+"""`kws stream`, `kws devices`, `kws stream-eval`: the device-side commands (torch is never imported)."""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+
+from .errors import StreamError
+
+
+def make_detector(scorer, threshold: float | None, smooth: int, refractory_ms: int):
+    from .stream import Detector
+    th = {} if threshold is not None else scorer.model.thresholds
+    return Detector(scorer.labels, th, default=threshold if threshold is not None else 0.8,
+                    smooth=smooth, refractory_s=refractory_ms / 1000)
+
+
+def emit(det, as_json: bool, out=sys.stdout) -> None:
+    if as_json:
+        out.write(json.dumps({"time": det.time, "label": det.label, "score": round(det.score, 4)}) + "\n")
+    else:
+        out.write(f"{det.time:7.2f}s  {det.label}  {det.score:.2f}\n")
+    out.flush()
+
+
+def _live(level_db: float, label: str, score: float) -> None:
+    bars = int(np.clip((level_db + 60) / 60 * 20, 0, 20))
+    sys.stderr.write(f"\r  level {'#' * bars}{'.' * (20 - bars)} {level_db:6.1f} dB   best: {label:10s} {score:.2f} ")
+    sys.stderr.flush()
+
+
+def run_stream(a: argparse.Namespace) -> None:
+    from .audio import read_audio
+    from .stream import StreamingScorer
+
+    if bool(a.mic) == bool(a.wav):
+        raise StreamError("give exactly one of --mic or --wav FILE")
+    scorer = StreamingScorer(a.model, hop_ms=a.hop_ms, window_ms=a.window_ms)
+    det = make_detector(scorer, a.threshold, a.smooth, a.refractory_ms)
+    n_det, n_win, busy = 0, 0, 0.0
+    live = sys.stderr.isatty() and not a.json
+
+    def handle(chunk: np.ndarray) -> None:
+        nonlocal n_det, n_win, busy
+        t = time.perf_counter()
+        for t_end, probs in scorer.push(chunk):
+            n_win += 1
+            d = det.update(t_end, probs)
+            if d:
+                if live:
+                    sys.stderr.write("\r" + " " * 70 + "\r")
+                emit(d, a.json)
+                n_det += 1
+            elif live:
+                p = det.smoothed()
+                k = int(np.argmax(p))
+                rms = float(np.sqrt(np.mean(chunk ** 2))) if len(chunk) else 0.0
+                _live(20 * np.log10(rms + 1e-9), scorer.labels[k], float(p[k]))
+        busy += time.perf_counter() - t
+
+    t0 = time.perf_counter()
+    if a.wav:
+        x = read_audio(a.wav, scorer.sample_rate)
+        step = int(scorer.sample_rate * a.hop_ms / 1000)
+        for i in range(0, len(x), step):
+            handle(x[i:i + step])
+        audio_s = len(x) / scorer.sample_rate
+        print(f"{n_det} detections in {audio_s:.1f} s of audio ({n_win} windows, real-time factor "
+              f"{busy / max(audio_s, 1e-9):.4f})", file=sys.stderr)
+        return
+
+    from .mic import MicSource
+    stop = threading.Event()
+    errors: list[BaseException] = []
+    with MicSource(a.device, scorer.sample_rate) as mic:
+        print(f"listening on {mic.device['index']} '{mic.device['name']}' at {mic.rate} Hz "
+              f"(model {scorer.sample_rate} Hz); Ctrl-C to stop", file=sys.stderr)
+
+        def infer() -> None:
+            try:
+                while not stop.is_set():
+                    chunk = mic.read(0.1)
+                    if len(chunk):
+                        handle(chunk)
+            except BaseException as e:          # reported by the main thread
+                errors.append(e)
+                stop.set()
+
+        worker = threading.Thread(target=infer, name="kws-inference", daemon=True)
+        worker.start()
+        try:
+            while not stop.is_set() and (a.seconds is None or time.perf_counter() - t0 < a.seconds):
+                time.sleep(0.05)
+        except KeyboardInterrupt:
+            pass
+        finally:
+            stop.set()
+            worker.join(2.0)
+        if live:
+            sys.stderr.write("\n")
+        elapsed = time.perf_counter() - t0
+        print(f"stopped after {elapsed:.1f} s: {n_det} detections, {n_win} windows, "
+              f"{mic.overflows} input overflows, {mic.dropped} samples dropped, "
+              f"CPU per audio second {busy / max(elapsed, 1e-9):.4f}", file=sys.stderr)
+    if errors:
+        raise errors[0]
+
+
+def run_devices(a: argparse.Namespace) -> None:
+    from .mic import input_devices
+    devs = input_devices()
+    if not devs:
+        print("no input devices found", file=sys.stderr)
+    for d in devs:
+        mark = "*" if d["default"] else " "
+        print(f"{mark} {d['index']:3d}  {d['name']}  ({d['channels']} ch, {d['default_samplerate']:.0f} Hz)")
+
+
+def run_stream_eval(a: argparse.Namespace) -> None:
+    from .stream_eval import stream_eval
+    stream_eval(a.model, a.data, minutes=a.minutes, json_path=a.json, out_dir=a.out, hop_ms=a.hop_ms,
+                threshold=a.threshold, smooth=a.smooth, refractory_ms=a.refractory_ms, seed=a.seed,
+                noise_dirs=a.noise_dir)
+
+
+def add_stream_commands(add) -> None:
+    from .cli import positive_float, positive_int, probability
+
+    def common(sp: argparse.ArgumentParser) -> None:
+        sp.add_argument("--model", type=Path, required=True, help="exported model.onnx (its .frontend and .frames "
+                        "graphs must sit beside it, as `kws export` writes them)")
+        sp.add_argument("--threshold", type=probability, default=None, help="detection threshold for every word "
+                        "(default: per-word thresholds stored in the model at export)")
+        sp.add_argument("--hop-ms", type=positive_int, default=100, help="re-score the window every N ms (multiple of 10; default 100)")
+        sp.add_argument("--smooth", type=positive_int, default=3, help="average the scores of the last N windows (default 3)")
+        sp.add_argument("--refractory-ms", type=positive_int, default=1000, help="after a detection, nothing fires for N ms (default 1000)")
+
+    s = add("stream", run_stream, "Recognise keywords live from a microphone, or from a wav file through the same path.")
+    common(s)
+    s.add_argument("--mic", action="store_true", help="listen to an input device")
+    s.add_argument("--device", default=None, help="input device index or name substring (default: the system default; see `kws devices`)")
+    s.add_argument("--wav", type=Path, default=None, help="stream this audio file instead of the microphone")
+    s.add_argument("--window-ms", type=positive_int, default=None, help="window scored each hop (default: the model's, 1000)")
+    s.add_argument("--json", action="store_true", help='one JSON line per detection: {"time", "label", "score"}')
+    s.add_argument("--seconds", type=positive_float, default=None, help="stop listening after N seconds (default: until Ctrl-C)")
+
+    add("devices", run_devices, "List audio input devices (index, name, channels, rate; * = default).")
+
+    e = add("stream-eval", run_stream_eval, "Measure hit rate, false accepts/hour, latency and real-time factor on a "
+            "long synthetic stream built from a dataset's test split.")
+    common(e)
+    e.add_argument("--data", type=Path, required=True, help="dataset folder (its test split is used; all clips if it has no test split)")
+    e.add_argument("--minutes", type=positive_float, default=10.0, help="stream length in minutes (default 10)")
+    e.add_argument("--json", type=Path, default=None, help="write the JSON report here")
+    e.add_argument("--out", type=Path, default=None, help="folder for det.png and report.json (default: next to the model)")
+    e.add_argument("--noise-dir", type=Path, action="append", default=[], help="background-noise recordings (repeatable; "
+                   "default: the dataset's _background_noise_, else synthetic noise)")
+    e.add_argument("--seed", type=int, default=0, help="random seed for the stream layout (default 0)")

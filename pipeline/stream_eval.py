@@ -1,0 +1,196 @@
+"""Keyword spotting measured in a stream, not per clip (`kws stream-eval`).
+
+A long stream is built from a dataset's test split: keyword clips and non-keyword words at known
+times, 2-3.5 s apart, over continuous background noise at a varying level. It is pushed through
+exactly the code of `kws stream` (StreamingScorer + Detector, one onnxruntime thread), and each
+detection is matched to the keyword it belongs to:
+
+* hit: a detection of word W between the start of a W utterance and 1.2 s after its end;
+* false accept: any other detection (a wrong word, a non-keyword, noise);
+* latency: detection time minus the word's end (found from the clip's energy);
+* real-time factor: processing seconds per second of audio, on one thread.
+
+A DET curve (false accepts per hour against miss rate, over a sweep of one global threshold) is
+written as PNG by replaying the detector on the stored window scores.
+"""
+from __future__ import annotations
+
+import json
+import resource
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from tqdm import tqdm
+
+from .audio import load_clip, speech_bounds
+from .datasets.noise import noise_bank_or_synthetic
+from .datasets.speech_commands import label_of, noise_files, scan
+from .errors import DatasetError
+from .stream import Detector, StreamingScorer
+
+
+@dataclass
+class Event:
+    label: str
+    start: float
+    end: float
+    keyword: bool
+
+
+def rss_mb() -> float:
+    """Current resident set size in MB (Linux /proc; ru_maxrss elsewhere)."""
+    try:
+        for line in open("/proc/self/status"):
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def build_stream(paths_labels: list[tuple[str, str]], labels: list[str], bank: list[np.ndarray], sr: int,
+                 minutes: float, seed: int) -> tuple[np.ndarray, list[Event]]:
+    """-> (audio (samples,) float32, events). Keywords 75% of placements, other words 25%."""
+    rng = np.random.default_rng(seed)
+    kw = [p for p, l in paths_labels if l in labels and not l.startswith("_")]
+    other = [p for p, l in paths_labels if p not in set(kw)]
+    if not kw:
+        raise DatasetError("no keyword clips of this model's words in the data")
+    lab = dict(paths_labels)
+    cache: dict[str, tuple[np.ndarray, float, float]] = {}
+
+    def clip(p: str):
+        if p not in cache:
+            x = load_clip(p, sr, sr)
+            start, end = speech_bounds(x, sr, top_db=30)
+            cache[p] = (x, start / sr, end / sr)
+        return cache[p]
+
+    n = int(minutes * 60 * sr)
+    noise = np.zeros(n, np.float32)
+    block = 10 * sr
+    for s in range(0, n, block):
+        src = bank[rng.integers(len(bank))]
+        seg = np.resize(src[rng.integers(0, max(1, len(src) - block)):], min(block, n - s))
+        noise[s:s + len(seg)] = seg * 10 ** (rng.uniform(-45, -25) / 20)
+    audio = noise
+    events, pos = [], 1.0
+    while pos + 1.5 < n / sr:
+        use_kw = not other or rng.random() < 0.75
+        p = kw[rng.integers(len(kw))] if use_kw else other[rng.integers(len(other))]
+        x, ws, we = clip(p)
+        gain = 10 ** (rng.uniform(-6, 6) / 20)
+        i = int(pos * sr)
+        audio[i:i + len(x)] += x * gain
+        events.append(Event(label_of(lab[p], tuple(labels)), pos + ws, pos + we, use_kw))
+        pos += rng.uniform(2.0, 3.5)
+    return np.clip(audio, -1, 1), events
+
+
+def match(dets: list[tuple[float, str]], events: list[Event], after_s: float = 1.2) -> tuple[int, int, list[float]]:
+    """-> (hits, false accepts, latencies of hits in s)."""
+    used = set()
+    hits, fa, lat = 0, 0, []
+    kws = [(k, e) for k, e in enumerate(events) if e.keyword]
+    starts = np.array([e.start for _, e in kws])
+    for t, label in dets:
+        j = int(np.searchsorted(starts, t, side="right"))
+        cand = [kws[i] for i in range(max(0, j - 2), j)]
+        ok = [(k, e) for k, e in cand if e.label == label and k not in used and e.start <= t <= e.end + after_s]
+        if ok:
+            k, e = ok[-1]
+            used.add(k)
+            hits += 1
+            lat.append(t - e.end)
+        else:
+            fa += 1
+    return hits, fa, lat
+
+
+def replay(times: np.ndarray, probs: np.ndarray, det: Detector) -> list[tuple[float, str]]:
+    """Detections of ``det`` over stored window scores (same logic as Detector.update, vectorised)."""
+    k = det.smooth
+    c = np.cumsum(np.vstack([np.zeros((1, probs.shape[1])), probs]), axis=0)
+    sm = np.vstack([c[i + 1] / (i + 1) for i in range(min(k - 1, len(probs)))] +
+                   [(c[k:] - c[:-k]) / k] if len(probs) >= k else [c[1:] / np.arange(1, len(probs) + 1)[:, None]])
+    best = sm.argmax(1)
+    score = sm[np.arange(len(sm)), best]
+    cand = np.flatnonzero(det.active[best] & (score >= det.thr[best]))
+    out, last = [], -1e9
+    for i in cand:
+        if times[i] - last >= det.refractory:
+            last = times[i]
+            out.append((float(times[i]), det.labels[best[i]]))
+    return out
+
+
+def stream_eval(model: Path, data: Path, minutes: float = 10.0, json_path: Path | None = None,
+                out_dir: Path | None = None, hop_ms: int = 100, threshold: float | None = None, smooth: int = 3,
+                refractory_ms: int = 1000, seed: int = 0, noise_dirs=(), log=print) -> dict:
+    scorer = StreamingScorer(model, hop_ms=hop_ms, threads=1)
+    labels = scorer.labels
+    sr = scorer.sample_rate
+    clips = scan(data)
+    test = [c for c in clips if c.split == "test"] or clips
+    files = [f for r in [data] for f in noise_files(r)]
+    for d in noise_dirs:
+        files += sorted(Path(d).glob("*.wav"))
+    bank = noise_bank_or_synthetic(files, sr, seed)
+    log(f"building a {minutes:g}-minute stream from {len(test)} clips of {data} ...")
+    audio, events = build_stream([(str(c.path), c.word) for c in test], labels, bank, sr, minutes, seed)
+
+    from .stream_cli import make_detector
+    det = make_detector(scorer, threshold, smooth, refractory_ms)
+    step = int(sr * hop_ms / 1000)
+    times, probs, dets = [], [], []
+    rss0 = rss_mb()
+    rss_warm = None
+    busy = 0.0
+    for n, i in enumerate(tqdm(range(0, len(audio), step), desc="stream", unit="hop", leave=False)):
+        t = time.perf_counter()
+        for t_end, p in scorer.push(audio[i:i + step]):
+            d = det.update(t_end, p)
+            if d:
+                dets.append((d.time, d.label))
+            times.append(t_end)
+            probs.append(p.astype(np.float32))
+        busy += time.perf_counter() - t
+        if rss_warm is None and i >= len(audio) // 10:
+            rss_warm = rss_mb()
+    rss_end = rss_mb()
+    seconds = len(audio) / sr
+    hours = seconds / 3600
+    hits, fa, lat = match(dets, events)
+    n_kw = sum(e.keyword for e in events)
+    times_a, probs_a = np.asarray(times), np.asarray(probs)
+    sweep = []
+    for th in np.round(np.concatenate([np.arange(0.3, 0.9, 0.05), np.arange(0.9, 1.0, 0.01)]), 3):
+        d2 = Detector(labels, {}, default=float(th), smooth=smooth, refractory_s=refractory_ms / 1000)
+        h2, f2, _ = match(replay(times_a, probs_a, d2), events)
+        sweep.append({"threshold": float(th), "miss_rate": 1 - h2 / n_kw, "false_accepts_per_hour": f2 / hours})
+    report = {
+        "hit_rate": hits / n_kw, "false_accepts_per_hour": fa / hours, "false_accepts": fa,
+        "keywords": n_kw, "non_keywords": len(events) - n_kw, "hours": hours,
+        "latency_ms_median": float(np.median(lat) * 1000) if lat else None,
+        "latency_ms_p90": float(np.percentile(lat, 90) * 1000) if lat else None,
+        "real_time_factor": busy / seconds, "rss_mb_start": rss0, "rss_mb_growth": rss_end - (rss_warm or rss0),
+        "dropped_samples": 0, "hop_ms": hop_ms, "windows": len(times),
+        "thresholds": "global %.2f" % threshold if threshold else "per-word from the model",
+        "model": str(model), "data": str(data), "sweep": sweep,
+    }
+    out_dir = Path(out_dir) if out_dir else Path(model).parent / f"stream-eval-{Path(data).name}"
+    out_dir.mkdir(parents=True, exist_ok=True)
+    from .plots import plot_det
+    plot_det([s["false_accepts_per_hour"] for s in sweep], [s["miss_rate"] for s in sweep], out_dir / "det.png",
+             f"{Path(data).name}: {minutes:g} min, hop {hop_ms} ms")
+    text = json.dumps(report, indent=1)
+    (out_dir / "report.json").write_text(text)
+    if json_path:
+        Path(json_path).write_text(text)
+    log(f"hit rate {report['hit_rate']:.3f} ({hits}/{n_kw}); false accepts {fa} = {report['false_accepts_per_hour']:.2f}/hour; "
+        f"latency median {report['latency_ms_median'] or float('nan'):.0f} ms, p90 {report['latency_ms_p90'] or float('nan'):.0f} ms; "
+        f"real-time factor {report['real_time_factor']:.4f}; RSS growth {report['rss_mb_growth']:.1f} MB")
+    log(f"wrote {out_dir / 'det.png'} and {out_dir / 'report.json'}")
+    return report

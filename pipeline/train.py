@@ -1,0 +1,292 @@
+"""The training loop: device-resident int16 clips, batch augmentation and features on the device.
+
+    clips (int16, on the device) -> batch slice -> augment -> MFCC (FFT) -> SpecAugment
+    -> BiLSTM -> cross-entropy -> AdamW (warm-up + cosine), gradient clipping
+
+CUDA when present (cuDNN LSTM, bf16 autocast), CPU otherwise. Multi-GPU (or multi-process CPU)
+through ``torchrun``: each rank takes a strided share of every epoch's permutation and the
+gradients are averaged by DistributedDataParallel. Rank 0 writes ``RUN/``:
+
+    last.pt, best.pt    checkpoints (atomic): weights, optimiser, config, labels, epoch, RNG state
+    metrics.jsonl       one line per epoch
+    curves.png          loss and accuracy curves
+"""
+from __future__ import annotations
+
+import json
+import math
+import os
+import random
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.distributed as dist
+import torch.nn.functional as F
+from tqdm import tqdm
+
+from .checkpoint import load_checkpoint, save_checkpoint
+from .errors import CheckpointError
+from .config import RunConfig
+from .data import PreparedData
+from .datasets.augment import Augmenter
+from .features import MFCC, spec_augment
+from .model import BiLSTMClassifier, count_parameters
+from .plots import plot_curves
+
+
+def get_lr(step: int, total: int, warmup: int, base: float) -> float:
+    """Linear warm-up to ``base`` over ``warmup`` steps, then cosine decay to 2% of it."""
+    if step < warmup:
+        return base * (step + 1) / warmup
+    p = min(1.0, (step - warmup) / max(1, total - warmup))
+    return base * (0.02 + 0.98 * 0.5 * (1 + math.cos(math.pi * p)))
+
+
+def pick_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise CheckpointError("--device cuda: no CUDA device is available here")
+    return torch.device(name)
+
+
+class DeviceClips:
+    """A split's int16 clips where batches are sliced: the whole array on a GPU, the memmap on CPU."""
+
+    def __init__(self, audio: np.ndarray, labels: np.ndarray, device: torch.device):
+        self.device = device
+        self.on_device = device.type == "cuda"
+        if self.on_device:
+            self.audio = torch.from_numpy(np.ascontiguousarray(audio)).to(device)
+        else:
+            self.audio = audio
+        self.labels = torch.from_numpy(np.asarray(labels)).to(device)
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def batch(self, idx: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """idx (batch,) -> waveform (batch, samples) float32 in [-1, 1], labels (batch,)."""
+        if self.on_device:
+            x = self.audio[idx]
+        else:
+            order = np.sort(idx.numpy())                       # sequential reads from the memmap
+            x = torch.from_numpy(np.asarray(self.audio[order]))
+            idx = torch.from_numpy(order)
+        return x.float() / 32768.0, self.labels[idx.to(self.labels.device)]
+
+
+@torch.no_grad()
+def feature_stats(clips: DeviceClips, frontend: MFCC, max_clips: int = 4000) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-coefficient mean and std of the (clean) training features: (n_mfcc,) each."""
+    n = min(len(clips), max_clips)
+    idx = torch.linspace(0, len(clips) - 1, n).long()
+    s = s2 = count = 0
+    for part in idx.split(512):
+        x, _ = clips.batch(part)
+        f = frontend(x.to(clips.device)).double()
+        s, s2, count = s + f.sum((0, 1)), s2 + (f * f).sum((0, 1)), count + f.shape[0] * f.shape[1]
+    mean = s / count
+    return mean.float(), (s2 / count - mean * mean).clamp(min=0).sqrt().float()
+
+
+@torch.no_grad()
+def evaluate_split(model: torch.nn.Module, frontend: MFCC, clips: DeviceClips, batch_size: int,
+                   amp: bool) -> tuple[float, float, np.ndarray]:
+    """-> (mean loss, accuracy, predictions) on clean audio."""
+    model.eval()
+    loss_sum, preds = 0.0, []
+    for part in torch.arange(len(clips)).split(batch_size):
+        x, y = clips.batch(part)
+        x, y = x.to(clips.device, non_blocking=True), y.to(clips.device)
+        with torch.autocast(clips.device.type, dtype=torch.bfloat16, enabled=amp):
+            logits = model(frontend(x)).float()
+        loss_sum += F.cross_entropy(logits, y, reduction="sum").item()
+        preds.append(logits.argmax(-1).cpu())
+    p = torch.cat(preds).numpy() if preds else np.zeros(0, np.int64)
+    labels = clips.labels.cpu().numpy()
+    return loss_sum / max(1, len(clips)), float((p == labels).mean()) if len(p) else float("nan"), p
+
+
+@torch.no_grad()
+def predict_probs(model: torch.nn.Module, frontend: MFCC, clips: DeviceClips, batch_size: int) -> np.ndarray:
+    """Clean-audio class probabilities: (clips, classes)."""
+    model.eval()
+    out = [torch.softmax(model(frontend(clips.batch(part)[0].to(clips.device))).float(), -1).cpu()
+           for part in torch.arange(len(clips)).split(batch_size)]
+    return torch.cat(out).numpy()
+
+
+def thresholds_from_validation(probs: np.ndarray, truth: np.ndarray, labels: tuple[str, ...],
+                               quantile: float = 0.995) -> dict[str, float]:
+    """Per-label detection thresholds for streaming: just above the ``quantile`` of that label's
+    score on validation clips of other labels, kept within [0.5, 0.95]."""
+    out = {}
+    for k, name in enumerate(labels):
+        if name.startswith("_"):
+            continue
+        neg = probs[truth != k, k]
+        q = float(np.quantile(neg, quantile)) if len(neg) else 0.5
+        out[name] = round(min(0.95, max(0.5, q + 0.05)), 3)
+    return out
+
+
+class TrainStep:
+    """One optimisation step on a batch, everything on ``device``:
+
+    int16-derived waveform (batch, samples) -> augment -> MFCC (FFT) -> SpecAugment -> BiLSTM
+    (bf16 autocast on CUDA) -> label-smoothed cross-entropy -> backward -> clip -> AdamW.
+    The training command and scripts/bench_train.py both use it.
+    """
+
+    def __init__(self, net: torch.nn.Module, model: BiLSTMClassifier, frontend: MFCC, augment: Augmenter,
+                 opt: torch.optim.Optimizer, tc, device: torch.device):
+        self.net, self.model, self.frontend, self.augment, self.opt, self.tc = net, model, frontend, augment, opt, tc
+        self.device, self.amp = device, device.type == "cuda"
+
+    def __call__(self, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """-> (loss, logits (batch, classes), labels), all on the device."""
+        x, y = x.to(self.device, non_blocking=True), y.to(self.device)
+        a = self.tc.augment
+        with torch.no_grad():
+            feats = self.frontend(self.augment(x))
+            feats = spec_augment(feats, a.time_masks, a.time_mask_frames, a.freq_masks, a.freq_mask_bins,
+                                 fill=self.model.feat_mean)
+        with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.amp):
+            logits = self.net(feats).float()
+        loss = F.cross_entropy(logits, y, label_smoothing=self.tc.label_smoothing)
+        self.opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.tc.grad_clip)
+        self.opt.step()
+        return loss.detach(), logits.detach(), y
+
+
+@dataclass
+class TrainResult:
+    best_val_acc: float
+    test_acc: float
+    epochs: int
+    seconds: float
+    run_dir: Path
+
+
+def _rng_state() -> dict:
+    st = {"torch": torch.get_rng_state(), "numpy": np.random.get_state(), "python": random.getstate()}
+    if torch.cuda.is_available():
+        st["cuda"] = torch.cuda.get_rng_state_all()
+    return st
+
+
+def _set_rng_state(st: dict) -> None:
+    torch.set_rng_state(st["torch"])
+    np.random.set_state(st["numpy"])
+    random.setstate(st["python"])
+    if "cuda" in st and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(st["cuda"])
+
+
+def train(cfg: RunConfig, data: PreparedData, run_dir: Path, device: torch.device,
+          resume: bool = False, log=print) -> TrainResult:
+    """Train ``cfg`` on ``data`` into ``run_dir``; with ``resume`` continue from ``run_dir/last.pt``."""
+    distributed = int(os.environ.get("WORLD_SIZE", "1")) > 1
+    rank, world = (dist.get_rank(), dist.get_world_size()) if distributed else (0, 1)
+    main = rank == 0
+    tc = cfg.train
+    torch.manual_seed(tc.seed + rank)
+    np.random.seed(tc.seed + rank)
+    random.seed(tc.seed + rank)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    amp = device.type == "cuda"
+    if device.type == "cuda":
+        torch.backends.cudnn.benchmark = True
+
+    train_clips = DeviceClips(data.splits["train"].audio, data.splits["train"].labels, device)
+    val_clips = DeviceClips(data.splits["val"].audio, data.splits["val"].labels, device)
+    frontend = MFCC(cfg.features).to(device)
+    model = BiLSTMClassifier(cfg.model).to(device)
+    augment = Augmenter(tc.augment, cfg.features, data.noise_bank, device)
+
+    steps_per_epoch = max(1, len(train_clips) // (tc.batch_size * world))
+    total_steps = steps_per_epoch * tc.epochs
+    opt = torch.optim.AdamW(model.parameters(), lr=tc.lr, weight_decay=tc.weight_decay)
+    start_epoch, best_acc, history = 0, -1.0, []
+    if resume:
+        ck = load_checkpoint(run_dir / "last.pt", expect=cfg)
+        model.load_state_dict(ck["model"])
+        opt.load_state_dict(ck["optimizer"])
+        start_epoch, best_acc, history = ck["epoch"], ck["best_val_acc"], ck.get("history", [])
+        _set_rng_state(ck["rng"])
+        if main:       # drop lines of epochs that ran after this checkpoint was written
+            (run_dir / "metrics.jsonl").write_text("".join(json.dumps(h) + "\n" for h in history))
+        if main:
+            log(f"resuming {run_dir} after epoch {start_epoch} (best val acc {best_acc:.4f})")
+    else:
+        mean, std = feature_stats(train_clips, frontend)
+        model.set_normalisation(mean.to(device), std.to(device))
+        if main:
+            (run_dir / "metrics.jsonl").write_text("")
+    net = torch.nn.parallel.DistributedDataParallel(model) if distributed else model
+    step_fn = TrainStep(net, model, frontend, augment, opt, tc, device)
+    if main:
+        log(f"model: {count_parameters(model):,} parameters; {len(train_clips)} train / {len(val_clips)} val "
+            f"clips; {len(cfg.labels)} labels; device {device}" + (f" x{world}" if distributed else ""))
+
+    t0 = time.time()
+    gen = torch.Generator().manual_seed(tc.seed)
+    for _ in range(start_epoch):                     # keep the permutation stream aligned on resume
+        torch.randperm(len(train_clips), generator=gen)
+    for epoch in range(start_epoch, tc.epochs):
+        net.train()
+        perm = torch.randperm(len(train_clips), generator=gen)[rank::world]
+        te, loss_sum, correct, seen = time.time(), 0.0, 0, 0
+        bar = tqdm(range(steps_per_epoch), desc=f"epoch {epoch + 1}/{tc.epochs}", unit="batch",
+                   leave=False, disable=not main)
+        for i in bar:
+            step = epoch * steps_per_epoch + i
+            for g in opt.param_groups:
+                g["lr"] = get_lr(step, total_steps, int(tc.warmup_epochs * steps_per_epoch), tc.lr)
+            idx = perm[i * tc.batch_size:(i + 1) * tc.batch_size]
+            x, y = train_clips.batch(idx.to(device) if train_clips.on_device else idx)
+            loss, logits, y = step_fn(x, y)
+            loss_sum += loss.item() * len(y)
+            correct += (logits.argmax(-1) == y).sum().item()
+            seen += len(y)
+            bar.set_postfix(loss=f"{loss_sum / seen:.3f}", acc=f"{correct / seen:.3f}")
+        val_loss, val_acc, _ = evaluate_split(model, frontend, val_clips, 512, amp)
+        if not main:
+            continue
+        rec = {"epoch": epoch + 1, "train_loss": loss_sum / max(1, seen), "train_acc": correct / max(1, seen),
+               "val_loss": val_loss, "val_acc": val_acc, "lr": opt.param_groups[0]["lr"],
+               "seconds": round(time.time() - te, 2)}
+        history.append(rec)
+        with open(run_dir / "metrics.jsonl", "a") as f:
+            f.write(json.dumps(rec) + "\n")
+        improved = val_acc > best_acc
+        best_acc = max(best_acc, val_acc)
+        state = {"model": model.state_dict(), "optimizer": opt.state_dict(), "config": cfg.to_dict(),
+                 "labels": list(cfg.labels), "epoch": epoch + 1, "best_val_acc": best_acc,
+                 "history": history, "rng": _rng_state()}
+        save_checkpoint(state, run_dir / "last.pt")
+        if improved:
+            save_checkpoint(state, run_dir / "best.pt")
+        plot_curves(history, run_dir / "curves.png")
+        log(f"epoch {epoch + 1:3d}  loss {rec['train_loss']:.3f}  train {rec['train_acc']:.3f}  "
+            f"val {val_acc:.4f}{' *' if improved else ''}  ({rec['seconds']:.1f}s)")
+
+    test_acc = float("nan")
+    if main and len(data.splits["test"]):
+        best = load_checkpoint(run_dir / "best.pt", expect=cfg)
+        model.load_state_dict(best["model"])
+        test_clips = DeviceClips(data.splits["test"].audio, data.splits["test"].labels, device)
+        _, test_acc, _ = evaluate_split(model, frontend, test_clips, 512, amp)
+        log(f"test accuracy (best checkpoint, held-out speakers): {test_acc:.4f}")
+    if main:
+        model.load_state_dict(load_checkpoint(run_dir / "best.pt", expect=cfg)["model"])
+        probs = predict_probs(model, frontend, val_clips, 512)
+        th = thresholds_from_validation(probs, val_clips.labels.cpu().numpy(), cfg.labels)
+        (run_dir / "thresholds.json").write_text(json.dumps(th, indent=1))
+    return TrainResult(best_acc, test_acc, tc.epochs, time.time() - t0, run_dir)

@@ -1,0 +1,74 @@
+"""Parity of the MFCC front-end: FFT vs in-graph DFT, torchaudio, librosa, batched vs per-item."""
+import librosa
+import numpy as np
+import pytest
+import torch
+import torchaudio
+
+from pipeline.audio import read_audio
+from pipeline.config import FeatureConfig
+from pipeline.features import MFCC, spec_augment
+
+CFG = FeatureConfig()
+
+
+@pytest.fixture(scope="module")
+def speech(real_clips):
+    """Real synthesised speech clips: (batch, 16000) float32."""
+    return torch.from_numpy(np.stack([read_audio(p, 16000)[:16000] for p in real_clips[:4]]))
+
+
+def test_shapes():
+    x = torch.randn(3, 16000) * 0.1
+    assert MFCC(CFG)(x).shape == (3, 98, 40)
+    assert MFCC(CFG)(torch.randn(2, 16000 + 160)).shape == (2, 99, 40)
+
+
+def test_dft_equals_fft(speech):
+    a = MFCC(CFG, use_dft=False)(speech)
+    b = MFCC(CFG, use_dft=True)(speech)
+    assert torch.allclose(a, b, atol=1e-4, rtol=0), (a - b).abs().max()
+
+
+def test_matches_torchaudio(speech):
+    ta = torchaudio.transforms.MFCC(sample_rate=16000, n_mfcc=40, log_mels=True, dct_type=2, norm="ortho",
+                                    melkwargs=dict(n_fft=400, hop_length=160, n_mels=40, f_min=CFG.f_min, f_max=CFG.f_max,
+                                                   center=False, mel_scale="htk", norm=None, power=2.0))
+    ref = ta(speech).transpose(1, 2)                           # (batch, frames, n_mfcc)
+    for use_dft in (False, True):
+        got = MFCC(CFG, use_dft=use_dft)(speech)
+        assert torch.allclose(got, ref, atol=1e-4, rtol=0), (use_dft, (got - ref).abs().max())
+
+
+def test_matches_librosa(speech):
+    for x, got in zip(speech.numpy(), MFCC(CFG)(speech).numpy()):
+        mel = librosa.feature.melspectrogram(y=x.astype(np.float64), sr=16000, n_fft=400, hop_length=160,
+                                             center=False, n_mels=40, fmin=CFG.f_min, fmax=CFG.f_max, htk=True, norm=None,
+                                             power=2.0, window="hann")
+        ref = librosa.feature.mfcc(S=np.log(mel + 1e-6), n_mfcc=40, dct_type=2, norm="ortho").T
+        assert np.abs(got - ref).max() < 1e-3, np.abs(got - ref).max()
+
+
+def test_batched_equals_per_item(speech):
+    m = MFCC(CFG, use_dft=True)
+    batched = m(speech)
+    for i in range(len(speech)):
+        assert torch.allclose(m(speech[i:i + 1])[0], batched[i], atol=1e-4)
+
+
+def test_snippet_frames_equal_full_clip_frames(speech):
+    """Streaming safety: frames of a hop-aligned snippet equal the same frames of the whole clip."""
+    m = MFCC(CFG)
+    full = m(speech[:1])
+    part = m(speech[:1, 160 * 30:160 * 30 + 5000])
+    assert torch.allclose(part[0], full[0, 30:30 + part.shape[1]], atol=1e-5)
+
+
+def test_spec_augment_masks_only_some_cells():
+    torch.manual_seed(0)
+    f = torch.randn(8, 98, 40)
+    fill = torch.full((40,), 7.0)
+    out = spec_augment(f, 2, 10, 2, 5, fill=fill)
+    masked = out == 7.0
+    assert out.shape == f.shape and masked.any() and (~masked).float().mean() > 0.5
+    assert torch.equal(out[~masked], f[~masked])

@@ -1,0 +1,102 @@
+"""Streaming equals offline; detector logic; ring buffer; `kws stream --wav` and `kws stream-eval`."""
+import json
+
+import numpy as np
+import pytest
+
+from conftest import kws
+from pipeline.audio import read_audio, write_wav
+from pipeline.runtime import OnnxModel
+from pipeline.stream import Detector, RingBuffer, StreamingScorer
+
+
+@pytest.fixture(scope="module")
+def long_wav(tiny_data, real_clips, tmp_path_factory):
+    """~5 s: three words with noise between them, written as a 44.1 kHz stereo file."""
+    rng = np.random.default_rng(1)
+    parts = [0.003 * rng.standard_normal(8000).astype(np.float32)]
+    for p in real_clips[:3]:
+        parts += [read_audio(p, 16000), 0.003 * rng.standard_normal(8000).astype(np.float32)]
+    x = np.concatenate(parts)
+    path = tmp_path_factory.mktemp("wav") / "three_words.wav"
+    write_wav(path, x, 16000)
+    return path, x
+
+
+@pytest.mark.parametrize("chunk", [160, 1600, 4321])
+def test_streaming_equals_offline(tiny_model, long_wav, chunk):
+    _, x = long_wav
+    scorer = StreamingScorer(tiny_model, hop_ms=100)
+    offline = OnnxModel(tiny_model)
+    results = []
+    for i in range(0, len(x), chunk):
+        results += scorer.push(x[i:i + chunk])
+    n_expected = (len(x) - 16000) // 1600 + 1
+    assert abs(len(results) - n_expected) <= 1
+    starts = [scorer.window_start_sample(t) for t, _ in results]
+    assert starts[0] == 0 and all(b - a == 1600 for a, b in zip(starts, starts[1:]))
+    windows = np.stack([x[s:s + 16000] for s in starts])
+    ref = offline.scores(windows)
+    got = np.stack([p for _, p in results])
+    assert np.abs(got - ref).max() < 1e-5
+
+
+def test_detector_smoothing_threshold_refractory():
+    labels = ["yes", "no", "_unknown_", "_silence_"]
+    det = Detector(labels, {"yes": 0.6}, default=0.9, smooth=2, refractory_s=1.0)
+    on = np.array([0.95, 0.02, 0.02, 0.01])
+    unk = np.array([0.0, 0.0, 1.0, 0.0])
+    assert det.update(0.1, unk) is None                        # _unknown_ never fires
+    assert det.update(0.2, on) is None                         # smoothed 0.475 < 0.6
+    d = det.update(0.3, on)
+    assert d and d.label == "yes" and d.time == 0.3
+    assert all(det.update(0.3 + k * 0.1, on) is None for k in range(1, 9))   # refractory
+    assert det.update(1.4, on).label == "yes"
+    det2 = Detector(labels, {}, default=0.9, smooth=1)
+    assert det2.update(0.1, np.array([0.1, 0.85, 0.05, 0.0])) is None          # "no" below 0.9
+
+
+def test_ring_buffer_order_and_overflow():
+    rb = RingBuffer(10)
+    rb.write(np.arange(6))
+    rb.write(np.arange(6, 12))
+    assert rb.dropped == 2
+    np.testing.assert_array_equal(rb.read(), np.arange(2, 12))
+    assert len(rb.read(timeout=0.01)) == 0
+
+
+def test_stream_wav_cli_reports_words(tiny_model, long_wav, tmp_path):
+    path, _ = long_wav
+    import soundfile as sf
+    import soxr
+    x = read_audio(path, 16000)
+    stereo44 = np.stack([soxr.resample(x, 16000, 44100)] * 2, axis=1)
+    sf.write(tmp_path / "s44.wav", stereo44, 44100)
+    p = kws("stream", "--model", tiny_model, "--wav", tmp_path / "s44.wav", "--json", "--threshold", "0.5")
+    dets = [json.loads(line) for line in p.stdout.splitlines()]
+    assert dets and all(set(d) == {"time", "label", "score"} for d in dets)
+    assert "real-time factor" in p.stderr
+
+
+def test_stream_eval_reports_keys(tiny_model, tiny_data, tmp_path):
+    out = tmp_path / "se.json"
+    kws("stream-eval", "--model", tiny_model, "--data", tiny_data, "--minutes", "1", "--json", out, "--out", tmp_path)
+    r = json.loads(out.read_text())
+    for k in ("hit_rate", "false_accepts_per_hour", "latency_ms_median", "real_time_factor"):
+        assert k in r
+    assert 0 <= r["hit_rate"] <= 1 and r["real_time_factor"] > 0 and r["keywords"] > 10
+    assert (tmp_path / "det.png").stat().st_size > 1000
+
+
+def test_stream_bad_inputs(tiny_model, tmp_path):
+    p = kws("stream", "--model", tiny_model, "--wav", tmp_path / "missing.wav", check=False)
+    assert p.returncode == 2 and "missing.wav" in p.stderr and "Traceback" not in p.stderr
+    (tmp_path / "text.wav").write_text("hello")
+    p = kws("stream", "--model", tiny_model, "--wav", tmp_path / "text.wav", check=False)
+    assert p.returncode == 2 and "text.wav" in p.stderr and "Traceback" not in p.stderr
+    p = kws("stream", "--model", tiny_model, "--wav", tmp_path / "x.wav", "--hop-ms", "105", check=False)
+    assert p.returncode == 2 and "--hop-ms" in p.stderr
+    p = kws("stream", "--model", tmp_path / "none.onnx", "--wav", tmp_path / "x.wav", check=False)
+    assert p.returncode == 2 and "none.onnx" in p.stderr
+    p = kws("stream", "--model", tiny_model, check=False)
+    assert p.returncode == 2 and "--mic or --wav" in p.stderr
