@@ -114,7 +114,7 @@ def cmd_train(a: argparse.Namespace) -> None:
         dist.barrier()                       # rank 0 decodes the caches first
     data = prepare(a.data, template.features, template.train, a.cache_dir, task=a.task,
                    words=list(a.words) if a.words else None, labels=saved.labels if saved else None,
-                   noise_dirs=a.noise_dir, jobs=a.jobs)
+                   noise_dirs=a.noise_dir, jobs=a.jobs, labels_from=str(a.out / "last.pt"))
     if distributed and rank == 0:
         dist.barrier()
     cfg = saved or _run_config(a, data.labels)

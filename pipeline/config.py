@@ -92,7 +92,7 @@ class AugmentConfig:
     speed: tuple[float, float] = (0.88, 1.12)   # resampling factor: tempo and pitch together
     band_prob: float = 0.5             # random low-pass (channel band) 3.4-8 kHz, tilt EQ
     reverb_prob: float = 0.3
-    gain_db: tuple[float, float] = (-12.0, 6.0)
+    gain_db: tuple[float, float] = (-30.0, 8.0)       # real recordings: speech at -50 to -10 dBFS
     clip_prob: float = 0.05            # hard clipping at a random level
     time_masks: int = 2                # SpecAugment
     time_mask_frames: int = 10

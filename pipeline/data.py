@@ -44,10 +44,16 @@ def noise_sources(roots: list[Path], noise_dirs: list[Path]) -> list[Path]:
 
 def prepare(roots: list[Path], feats: FeatureConfig, train: TrainConfig, cache_dir: Path,
             task: str = "auto", words: list[str] | None = None, labels: tuple[str, ...] | None = None,
-            noise_dirs: list[Path] = (), jobs: int = 1) -> PreparedData:
+            noise_dirs: list[Path] = (), jobs: int = 1, labels_from: str = "labels") -> PreparedData:
     """Scan, label, decode and cache every split. ``labels`` (from a checkpoint) overrides task/words."""
     roots = [Path(r) for r in roots]
     clips = gather_clips(roots)
+    if labels:
+        present = {c.word for c in clips}
+        missing = [w for w in labels if not w.startswith("_") and w not in present]
+        if missing:
+            raise DatasetError(f"{labels_from}: checkpoint from another config: its words {', '.join(missing)} "
+                               f"have no clips in {', '.join(map(str, roots))}")
     labels = labels or resolve_labels(roots, clips, task, words)
     bank = noise_bank_or_synthetic(noise_sources(roots, list(noise_dirs)), feats.sample_rate, train.seed)
     splits = {}

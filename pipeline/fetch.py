@@ -98,6 +98,6 @@ def fetch_speech_commands(version: int, root: Path, url: str | None = None, sha2
     shutil.rmtree(tmp, ignore_errors=True)
     shutil.rmtree(dl, ignore_errors=True)
     (root / ".complete").write_text(url + "\n")
-    n = sum(1 for _ in root.glob("*/*.wav"))
+    n = sum(1 for f in root.glob("*/*.wav") if not f.parent.name.startswith("_"))
     log(f"{root}: Speech Commands v{version} ready ({n} clips)")
     return root

@@ -57,43 +57,45 @@ def virtual_mic():
         subprocess.run(["kill", started], capture_output=True)
 
 
-def feed(fifo: Path, audio: np.ndarray, stop: threading.Event) -> None:
-    """Write 16 kHz mono audio into the FIFO at real-time pace, then keep writing silence."""
+def feed(fifo: Path, audio: np.ndarray, play: threading.Event, stop: threading.Event) -> None:
+    """Write 16 kHz mono s16le into the FIFO at real-time pace: silence until ``play`` is set,
+    then ``audio``, then silence again until ``stop``."""
     fd = os.open(fifo, os.O_WRONLY)
     try:
         block = 320                                           # 20 ms
-        data = to_int16(audio)
-        t0, k = time.perf_counter(), 0
+        data, k = to_int16(audio), None
+        t0, n = time.perf_counter(), 0
         while not stop.is_set():
-            chunk = data[k * block:(k + 1) * block]
+            if k is None and play.is_set():
+                k = 0
+            chunk = data[k * block:(k + 1) * block] if k is not None else data[:0]
+            if k is not None:
+                k += 1
             if len(chunk) < block:
-                chunk = np.zeros(block, np.int16)
+                chunk = np.concatenate([chunk, np.zeros(block - len(chunk), np.int16)])
             os.write(fd, chunk.tobytes())
-            k += 1
-            time.sleep(max(0.0, t0 + k * block / 16000 - time.perf_counter()))
+            n += 1
+            time.sleep(max(0.0, t0 + n * block / 16000 - time.perf_counter()))
     finally:
         os.close(fd)
 
 
 def test_mic_stream_reports_the_spoken_word(virtual_mic, tiny_model, tiny_data):
-    word_file = next(p for p in sorted((tiny_data / "yes").glob("*.wav")))
-    word = read_audio(word_file, 16000)
-    audio = np.concatenate([np.zeros(24000, np.float32), word, word * 0 + 0.0, np.zeros(32000, np.float32)])
-    stop = threading.Event()
-    writer = threading.Thread(target=feed, args=(virtual_mic, np.zeros(1600, np.float32), stop), daemon=True)
-    writer.start()                                            # keep the source running while kws starts
+    word = read_audio(sorted((tiny_data / "yes").glob("*.wav"))[0], 16000)
+    play, stop = threading.Event(), threading.Event()
+    writer = threading.Thread(target=feed, args=(virtual_mic, np.concatenate([word, np.zeros(16000, np.float32)]),
+                                                 play, stop), daemon=True)
+    writer.start()                                            # the source runs while kws starts
     proc = subprocess.Popen([sys.executable, "-m", "pipeline.cli", "stream", "--model", str(tiny_model), "--mic",
-                             "--device", "pulse", "--seconds", "9", "--json", "--threshold", "0.5"],
+                             "--device", "pulse", "--seconds", "8", "--json", "--threshold", "0.5"],
                             cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    time.sleep(3.0)
-    stop.set()
-    writer.join()
-    stop2 = threading.Event()
-    writer = threading.Thread(target=feed, args=(virtual_mic, audio, stop2), daemon=True)
-    writer.start()
-    out, err = proc.communicate(timeout=60)
-    stop2.set()
-    writer.join()
+    try:
+        time.sleep(4.0)
+        play.set()
+        out, err = proc.communicate(timeout=60)
+    finally:
+        stop.set()
+        writer.join(5)
     assert proc.returncode == 0, err
     dets = [json.loads(line) for line in out.splitlines()]
     assert "listening on" in err and "input overflows" in err

@@ -1,0 +1,56 @@
+#!/usr/bin/env python
+"""Leave-one-speaker-out on FSDD: train on the synthetic set plus FSDD without one speaker,
+evaluate on that speaker; for each of the four speakers in turn.
+
+    python scripts/fsdd_holdout.py [--synth data/synth] [--epochs 20] [--speakers jackson,theo]
+
+FSDD is linked (not copied) into git-ignored folders under data/: data/fsdd_minus_<spk>/ and
+data/fsdd_only_<spk>/. Runs go to runs/fsdd_minus_<spk>/. Last line: name=value pairs.
+"""
+from __future__ import annotations
+
+import argparse
+import subprocess
+import sys
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+from scripts.real_speakers import target_accuracy  # noqa: E402
+
+
+def link_tree(src: Path, dst: Path, keep) -> None:
+    for f in sorted(src.glob("*/*.wav")):
+        if keep(f):
+            t = dst / f.parent.name / f.name
+            t.parent.mkdir(parents=True, exist_ok=True)
+            if not t.exists():
+                t.symlink_to(f.resolve())
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--fsdd", type=Path, default=REPO.parent / "shared" / "data" / "fsdd")
+    ap.add_argument("--synth", type=Path, default=REPO / "data" / "synth")
+    ap.add_argument("--epochs", type=int, default=20)
+    ap.add_argument("--speakers", default="jackson,nicolas,theo,yweweler")
+    a = ap.parse_args()
+    from pipeline.evaluate import evaluate
+    res = {}
+    for spk in a.speakers.split(","):
+        minus, only = REPO / "data" / f"fsdd_minus_{spk}", REPO / "data" / f"fsdd_only_{spk}"
+        link_tree(a.fsdd, minus, lambda f: not f.name.startswith(spk + "_"))
+        link_tree(a.fsdd, only, lambda f: f.name.startswith(spk + "_"))
+        run = REPO / "runs" / f"fsdd_minus_{spk}"
+        if not (run / "best.pt").is_file():
+            subprocess.run([sys.executable, "-m", "pipeline.cli", "train", "--data", str(a.synth), str(minus),
+                            "--out", str(run), "--epochs", str(a.epochs)], cwd=REPO, check=True)
+        rep = evaluate(run, [only], "all", jobs=2, log=lambda *x: None)
+        res[spk], n = target_accuracy(rep)
+        print(f"held-out speaker {spk}: accuracy {res[spk]:.4f} on {n} clips", flush=True)
+    mean = sum(res.values()) / len(res)
+    print(" ".join(f"{k}={v:.4f}" for k, v in res.items()) + f" mean={mean:.4f}")
+
+
+if __name__ == "__main__":
+    main()
