@@ -89,7 +89,7 @@ class AugmentConfig:
     shift_ms: float = 100.0            # random time shift, +-
     noise_prob: float = 0.8            # chance a clip gets background noise
     snr_db: tuple[float, float] = (0.0, 25.0)
-    speed: tuple[float, float] = (0.88, 1.12)   # resampling factor: tempo and pitch together
+    speed: tuple[float, float] = (0.85, 1.15)   # resampling factor: tempo and pitch together
     band_prob: float = 0.5             # random low-pass (channel band) 3.4-8 kHz, tilt EQ
     reverb_prob: float = 0.3
     gain_db: tuple[float, float] = (-30.0, 8.0)       # real recordings: speech at -50 to -10 dBFS

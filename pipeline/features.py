@@ -32,23 +32,26 @@ class MFCC(nn.Module):
         self.use_dft = use_dft
         n = torch.arange(cfg.n_fft, dtype=torch.float64)
         window = 0.5 - 0.5 * torch.cos(2 * math.pi * n / cfg.n_fft)              # periodic Hann
-        k = torch.arange(cfg.n_freqs, dtype=torch.float64)
-        angle = 2 * math.pi * torch.outer(k, n) / cfg.n_fft                        # (n_freqs, n_fft)
-        bases = torch.cat([torch.cos(angle), -torch.sin(angle)]) * window          # (2*n_freqs, n_fft)
         mel = AF.melscale_fbanks(cfg.n_freqs, cfg.f_min, cfg.f_max, cfg.n_mels, cfg.sample_rate,
                                  norm=None, mel_scale="htk")                       # (n_freqs, n_mels)
+        # The DFT only needs the bins the mel filters use (up to f_max): half of them at 4 kHz.
+        self.n_used = int(torch.nonzero(mel.sum(dim=1)).max()) + 1
+        k = torch.arange(self.n_used, dtype=torch.float64)
+        angle = 2 * math.pi * torch.outer(k, n) / cfg.n_fft                        # (n_used, n_fft)
+        bases = torch.cat([torch.cos(angle), -torch.sin(angle)]) * window          # (2*n_used, n_fft)
         dct = AF.create_dct(cfg.n_mfcc, cfg.n_mels, norm="ortho")                  # (n_mels, n_mfcc)
         self.register_buffer("window", window.float(), persistent=False)
         self.register_buffer("dft_kernel", bases.float().unsqueeze(1), persistent=False)  # (2F, 1, n_fft)
         self.register_buffer("mel_fb", mel.float(), persistent=False)
+        self.register_buffer("mel_fb_used", mel[: self.n_used].float().contiguous(), persistent=False)
         self.register_buffer("dct", dct.float(), persistent=False)
 
     def power(self, wave: torch.Tensor) -> torch.Tensor:
-        """(batch, samples) -> power spectrum (batch, frames, n_freqs)."""
+        """(batch, samples) -> power spectrum (batch, frames, F): F = n_freqs (FFT) or n_used (DFT)."""
         cfg = self.cfg
         if self.use_dft:
             spec = torch.nn.functional.conv1d(wave.unsqueeze(1), self.dft_kernel, stride=cfg.hop_length)
-            re, im = spec[:, :cfg.n_freqs], spec[:, cfg.n_freqs:]                  # (batch, F, frames)
+            re, im = spec[:, :self.n_used], spec[:, self.n_used:]                   # (batch, F, frames)
             return (re * re + im * im).transpose(1, 2)
         spec = torch.stft(wave, cfg.n_fft, cfg.hop_length, window=self.window, center=False,
                           return_complex=True)                                      # (batch, F, frames)
@@ -56,7 +59,8 @@ class MFCC(nn.Module):
 
     def forward(self, wave: torch.Tensor) -> torch.Tensor:
         """(batch, samples) -> (batch, frames, n_mfcc)."""
-        mel = self.power(wave.float()) @ self.mel_fb                                # (batch, frames, n_mels)
+        fb = self.mel_fb_used if self.use_dft else self.mel_fb
+        mel = self.power(wave.float()) @ fb                                         # (batch, frames, n_mels)
         return torch.log(mel + self.cfg.log_eps) @ self.dct                         # (batch, frames, n_mfcc)
 
 

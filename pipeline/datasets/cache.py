@@ -77,10 +77,18 @@ def build_split(clips: list[Clip], labels: tuple[str, ...], feats: FeatureConfig
         audio = np.lib.format.open_memmap(tmp / "audio.npy", mode="w+", dtype=np.int16,
                                           shape=(n, feats.clip_samples))
         tasks = [(str(c.path), feats.sample_rate, feats.clip_samples) for c in clips]
-        with Pool(max(1, jobs)) as pool:
-            it = pool.imap(_decode, tasks, chunksize=32) if jobs > 1 else map(_decode, tasks)
+        pool = Pool(jobs) if jobs > 1 and len(tasks) > 64 else None
+        try:
+            it = pool.imap(_decode, tasks, chunksize=32) if pool else map(_decode, tasks)
             for i, x in enumerate(tqdm(it, total=len(tasks), desc=desc, unit="clip", leave=False)):
                 audio[i] = x
+        except BaseException:
+            del audio
+            shutil.rmtree(tmp, ignore_errors=True)     # nothing half-written stays behind
+            raise
+        finally:
+            if pool:
+                pool.terminate()
         if n_silence:
             audio[len(clips):] = to_int16(silence_clips(noise_bank, n_silence, feats.clip_samples, seed))
         audio.flush()

@@ -53,7 +53,7 @@ FLITE_VOICES = ("kal", "kal16", "awb", "rms", "slt")
 FLITE_PITCH = (0.92, 1.0, 1.1)
 NEURAL_PITCH = (0.86, 0.92, 0.98, 1.04, 1.1, 1.17)
 ENGINES = ("espeak", "flite", "piper", "hibari")
-NEURAL_TAKES = 3
+NEURAL_TAKES = 5
 
 
 @dataclass(frozen=True)
