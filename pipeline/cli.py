@@ -209,7 +209,7 @@ def build_parser() -> argparse.ArgumentParser:
     f.add_argument("--sha256", default=None, help="expected SHA-256 of the archive; checked when given")
 
     def train_flags(sp: argparse.ArgumentParser) -> None:
-        sp.add_argument("--epochs", type=positive_int, default=20, help="training epochs (default 20)")
+        sp.add_argument("--epochs", type=positive_int, default=16, help="training epochs (default 16)")
         sp.add_argument("--device", default="auto", help="auto (CUDA when present), cpu, cuda, cuda:N (default auto)")
         sp.add_argument("--cache-dir", type=Path, default=Path("data/cache"), help="where decoded int16 clips are cached (default data/cache)")
 

@@ -102,7 +102,7 @@ class AugmentConfig:
 
 @dataclass(frozen=True)
 class TrainConfig:
-    epochs: int = 20
+    epochs: int = 16
     batch_size: int = 128
     lr: float = 3e-3
     weight_decay: float = 1e-2

@@ -100,7 +100,7 @@ class Detector:
     """
 
     def __init__(self, labels: list[str], thresholds: dict[str, float], default: float = 0.8,
-                 smooth: int = 3, refractory_s: float = 1.0):
+                 smooth: int = 3, refractory_s: float = 1.5):
         self.labels = labels
         self.thr = np.array([thresholds.get(l, default) for l in labels], np.float32)
         self.active = np.array([not (l in (UNKNOWN, SILENCE) or l.startswith("_")) for l in labels])

@@ -128,7 +128,7 @@ def replay(times: np.ndarray, probs: np.ndarray, det: Detector) -> list[tuple[fl
 
 def stream_eval(model: Path, data: Path, minutes: float = 10.0, json_path: Path | None = None,
                 out_dir: Path | None = None, hop_ms: int = 100, threshold: float | None = None, smooth: int = 3,
-                refractory_ms: int = 1000, seed: int = 0, noise_dirs=(), log=print) -> dict:
+                refractory_ms: int = 1500, seed: int = 0, noise_dirs=(), log=print) -> dict:
     scorer = StreamingScorer(model, hop_ms=hop_ms, threads=1)
     labels = scorer.labels
     sr = scorer.sample_rate
