@@ -90,7 +90,8 @@ def evaluate(model: str | Path, roots: list[Path], split: str = "test", out_dir:
     report["errors"] = [{"file": str(c.path), "true": labels[t], "pred": labels[p], "score": float(probs[k, p])}
                         for k, (c, t, p) in enumerate(zip(clips, truth, pred)) if t != p][:200]
     mp = Path(model)
-    out_dir = Path(out_dir) if out_dir else (mp if mp.is_dir() else mp.parent) / f"eval-{Path(roots[0]).name}-{split}"
+    tag = "" if mp.is_dir() or mp.stem in ("model", "best") else mp.stem.removeprefix("model.") + "-"   # int8-, last-
+    out_dir = Path(out_dir) if out_dir else (mp if mp.is_dir() else mp.parent) / f"eval-{tag}{Path(roots[0]).name}-{split}"
     out_dir.mkdir(parents=True, exist_ok=True)
     from .plots import plot_confusion
     present = sorted({*truth.tolist(), *pred.tolist()})
