@@ -58,9 +58,18 @@ def _export(module: torch.nn.Module, example: torch.Tensor, path: Path, in_name:
 
 
 def quantize(src: Path, dst: Path) -> None:
-    """Dynamic INT8 quantisation of weights (MatMul, Gemm, LSTM); metadata is kept."""
+    """Dynamic INT8 quantisation of the classifier's weights (LSTM, Gemm); metadata is kept.
+
+    The front-end stays float32: quantising its DFT bases and mel/DCT matrices to 8 bits wrecks
+    the log-mel features (measured: 15% on real speakers instead of 75%)."""
     from onnxruntime.quantization import QuantType, quantize_dynamic
-    quantize_dynamic(str(src), str(dst), weight_type=QuantType.QInt8)
+    from onnxruntime.quantization.shape_inference import quant_pre_process
+    pre = dst.with_name(f".{dst.name}.pre")
+    # Constant-fold first: the exporter builds the LSTM weights with Concat/Reshape nodes, and only
+    # weights that are initializers can be quantised.
+    quant_pre_process(str(src), str(pre), skip_symbolic_shape=True)
+    quantize_dynamic(str(pre), str(dst), weight_type=QuantType.QInt8, op_types_to_quantize=["LSTM", "Gemm"])
+    pre.unlink(missing_ok=True)
     m = onnx.load(str(dst))
     if not m.metadata_props:
         for p in onnx.load(str(src)).metadata_props:
