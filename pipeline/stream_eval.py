@@ -170,7 +170,7 @@ def stream_eval(model: Path, data: Path, minutes: float = 10.0, json_path: Path 
     n_kw = sum(e.keyword for e in events)
     times_a, probs_a = np.asarray(times), np.asarray(probs)
     sweep = []
-    for th in np.round(np.concatenate([np.arange(0.3, 0.9, 0.05), np.arange(0.9, 1.0, 0.01)]), 3):
+    for th in np.round(np.concatenate([np.arange(0.3, 0.875, 0.05), np.arange(0.9, 0.995, 0.01)]), 3):
         d2 = Detector(labels, {}, default=float(th), smooth=smooth, refractory_s=refractory_ms / 1000)
         h2, f2, _ = match(replay(times_a, probs_a, d2), events)
         sweep.append({"threshold": float(th), "miss_rate": 1 - h2 / n_kw, "false_accepts_per_hour": f2 / hours})
