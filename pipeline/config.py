@@ -24,6 +24,9 @@ BACKGROUND_DIR = "_background_noise_"
 SPEECH_COMMANDS_10 = ("yes", "no", "up", "down", "left", "right", "on", "off", "stop", "go")
 DIGITS = ("zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine")
 DEFAULT_WORDS = SPEECH_COMMANDS_10 + DIGITS
+#: Streaming: after a detection nothing fires for this long. A word stays in a 1-s window until
+#: ~1 s after it ends, so a 1.0 s refractory let one word fire twice (measured with stream-eval).
+REFRACTORY_MS = 1500
 
 
 def _check(cond: bool, msg: str) -> None:

@@ -12,7 +12,7 @@ import numpy as np
 from .config import FeatureConfig, TrainConfig
 from .datasets.cache import SplitData, build_split, select_clips
 from .datasets.noise import noise_bank_or_synthetic
-from .datasets.speech_commands import SPLITS, Clip, DatasetError, noise_files, resolve_labels, scan
+from .datasets.speech_commands import SPLITS, Clip, DatasetError, missing_words, noise_files, resolve_labels, scan
 
 
 @dataclass
@@ -49,8 +49,7 @@ def prepare(roots: list[Path], feats: FeatureConfig, train: TrainConfig, cache_d
     roots = [Path(r) for r in roots]
     clips = gather_clips(roots)
     if labels:
-        present = {c.word for c in clips}
-        missing = [w for w in labels if not w.startswith("_") and w not in present]
+        missing = missing_words(labels, clips)
         if missing:
             raise DatasetError(f"{labels_from}: checkpoint from another config: its words {', '.join(missing)} "
                                f"have no clips in {', '.join(map(str, roots))}")

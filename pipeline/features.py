@@ -42,25 +42,23 @@ class MFCC(nn.Module):
         dct = AF.create_dct(cfg.n_mfcc, cfg.n_mels, norm="ortho")                  # (n_mels, n_mfcc)
         self.register_buffer("window", window.float(), persistent=False)
         self.register_buffer("dft_kernel", bases.float().unsqueeze(1), persistent=False)  # (2F, 1, n_fft)
-        self.register_buffer("mel_fb", mel.float(), persistent=False)
-        self.register_buffer("mel_fb_used", mel[: self.n_used].float().contiguous(), persistent=False)
+        self.register_buffer("mel_fb", mel[: self.n_used].float().contiguous(), persistent=False)  # (n_used, n_mels)
         self.register_buffer("dct", dct.float(), persistent=False)
 
     def power(self, wave: torch.Tensor) -> torch.Tensor:
-        """(batch, samples) -> power spectrum (batch, frames, F): F = n_freqs (FFT) or n_used (DFT)."""
+        """(batch, samples) -> power spectrum of the bins the mel filters use (batch, frames, n_used)."""
         cfg = self.cfg
         if self.use_dft:
             spec = torch.nn.functional.conv1d(wave.unsqueeze(1), self.dft_kernel, stride=cfg.hop_length)
             re, im = spec[:, :self.n_used], spec[:, self.n_used:]                   # (batch, F, frames)
             return (re * re + im * im).transpose(1, 2)
         spec = torch.stft(wave, cfg.n_fft, cfg.hop_length, window=self.window, center=False,
-                          return_complex=True)                                      # (batch, F, frames)
-        return spec.abs().pow(2).transpose(1, 2)
+                          return_complex=True)                                      # (batch, n_freqs, frames)
+        return spec[:, :self.n_used].abs().pow(2).transpose(1, 2)
 
     def forward(self, wave: torch.Tensor) -> torch.Tensor:
         """(batch, samples) -> (batch, frames, n_mfcc)."""
-        fb = self.mel_fb_used if self.use_dft else self.mel_fb
-        mel = self.power(wave.float()) @ fb                                         # (batch, frames, n_mels)
+        mel = self.power(wave.float()) @ self.mel_fb                                # (batch, frames, n_mels)
         return torch.log(mel + self.cfg.log_eps) @ self.dct                         # (batch, frames, n_mfcc)
 
 

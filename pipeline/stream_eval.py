@@ -29,6 +29,7 @@ from .audio import load_clip, speech_bounds
 from .datasets.noise import noise_bank_or_synthetic
 from .datasets.speech_commands import label_of, noise_files, scan
 from .errors import DatasetError
+from .config import REFRACTORY_MS
 from .stream import Detector, StreamingScorer
 
 
@@ -56,7 +57,8 @@ def build_stream(paths_labels: list[tuple[str, str]], labels: list[str], bank: l
     """-> (audio (samples,) float32, events). Keywords 75% of placements, other words 25%."""
     rng = np.random.default_rng(seed)
     kw = [p for p, l in paths_labels if l in labels and not l.startswith("_")]
-    other = [p for p, l in paths_labels if p not in set(kw)]
+    kw_set = set(kw)
+    other = [p for p, l in paths_labels if p not in kw_set]
     if not kw:
         raise DatasetError("no keyword clips of this model's words in the data")
     lab = dict(paths_labels)
@@ -132,7 +134,7 @@ def replay(times: np.ndarray, probs: np.ndarray, det: Detector) -> list[tuple[fl
 
 def stream_eval(model: Path, data: Path, minutes: float = 10.0, json_path: Path | None = None,
                 out_dir: Path | None = None, hop_ms: int = 100, threshold: float | None = None, smooth: int = 3,
-                refractory_ms: int = 1500, seed: int = 0, noise_dirs=(), log=print) -> dict:
+                refractory_ms: int = REFRACTORY_MS, seed: int = 0, noise_dirs=(), log=print) -> dict:
     scorer = StreamingScorer(model, hop_ms=hop_ms, threads=1)
     labels = scorer.labels
     sr = scorer.sample_rate

@@ -110,10 +110,16 @@ def resolve_labels(roots: list[Path], clips: list[Clip], task: str, words: list[
         targets = next((w for w in (words_file(r) for r in roots) if w), None) or present
     else:
         raise DatasetError(f"--task: unknown task {task!r} (choose auto, 12 or all)")
-    missing = [w for w in targets if w not in present]
+    missing = missing_words(targets, clips)
     if missing:
         raise DatasetError(f"--words: no clips for {', '.join(missing)} in {', '.join(map(str, roots))}")
     return tuple(targets) + (UNKNOWN, SILENCE)
+
+
+def missing_words(targets, clips: list[Clip]) -> list[str]:
+    """Target words (labels starting with ``_`` aside) that have no clip in ``clips``."""
+    present = {c.word for c in clips}
+    return [w for w in targets if not w.startswith("_") and w not in present]
 
 
 def label_of(word: str, labels: tuple[str, ...]) -> str:
