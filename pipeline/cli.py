@@ -89,10 +89,11 @@ def cmd_fetch(a: argparse.Namespace) -> None:
 
 
 def _run_config(a: argparse.Namespace, labels: tuple[str, ...]):
-    from .config import FeatureConfig, ModelConfig, RunConfig, TrainConfig
+    from .config import AugmentConfig, FeatureConfig, ModelConfig, RunConfig, TrainConfig
     feats = FeatureConfig()
     model = ModelConfig(n_mfcc=feats.n_mfcc, hidden=a.hidden, layers=a.layers, dropout=a.dropout, n_classes=len(labels))
-    train = TrainConfig(epochs=a.epochs, batch_size=a.batch_size, lr=a.lr, seed=a.seed)
+    aug = AugmentConfig(free_position=True, partial_word_prob=0.08) if getattr(a, "free_position", False) else AugmentConfig()
+    train = TrainConfig(epochs=a.epochs, batch_size=a.batch_size, lr=a.lr, seed=a.seed, augment=aug)
     return RunConfig(labels=labels, features=feats, model=model, train=train)
 
 
@@ -123,7 +124,7 @@ def cmd_train(a: argparse.Namespace) -> None:
     if distributed and rank == 0:
         dist.barrier()
     cfg = saved or _run_config(a, data.labels)
-    result = train(cfg, data, a.out, device, resume=a.resume)
+    result = train(cfg, data, a.out, device, resume=a.resume, precision=a.precision)
     if rank == 0:
         print(f"best validation accuracy {result.best_val_acc:.4f}; test {result.test_acc:.4f}; "
               f"{result.seconds / 60:.1f} min; wrote {a.out}/best.pt, last.pt, metrics.jsonl, curves.png")
@@ -161,7 +162,8 @@ def cmd_demo(a: argparse.Namespace) -> None:
     t_synth = time.time() - t0
     ta = argparse.Namespace(data=[a.data], out=run, task="auto", words=None, noise_dir=[], epochs=a.epochs,
                             batch_size=128, lr=3e-3, hidden=128, layers=2, dropout=0.15, seed=a.seed,
-                            device=a.device, resume=False, jobs=a.jobs, cache_dir=a.cache_dir)
+                            device=a.device, precision=a.precision, resume=False, jobs=a.jobs,
+                            cache_dir=a.cache_dir)
     cmd_train(ta)
     from .evaluate import evaluate
     from .export import export_run
@@ -214,8 +216,11 @@ def build_parser() -> argparse.ArgumentParser:
     f.add_argument("--sha256", default=None, help="expected SHA-256 of the archive; checked when given")
 
     def train_flags(sp: argparse.ArgumentParser) -> None:
-        sp.add_argument("--epochs", type=positive_int, default=16, help="training epochs (default 16)")
+        sp.add_argument("--epochs", type=positive_int, default=24, help="training epochs (default 24)")
         sp.add_argument("--device", default="auto", help="auto (CUDA when present), cpu, cuda, cuda:N (default auto)")
+        sp.add_argument("--precision", choices=["auto", "bf16", "fp32"], default="auto", help="model arithmetic in "
+                        "training: auto = bf16 autocast on CUDA and on CPUs with native bf16 (AVX512-BF16/AMX), "
+                        "else fp32 (default auto)")
         sp.add_argument("--cache-dir", type=Path, default=Path("data/cache"), help="where decoded int16 clips are cached (default data/cache)")
 
     t = add("train", cmd_train, "Train the BiLSTM classifier on one or more dataset folders.")
@@ -232,6 +237,9 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--layers", type=positive_int, default=2, help="stacked LSTM layers (default 2)")
     t.add_argument("--dropout", type=probability, default=0.15, help="dropout between layers and before the head (default 0.15)")
     t.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+    t.add_argument("--free-position", action="store_true", help="place each word anywhere in the window and train "
+                   "8%% of keyword clips, cut to a fragment at its edge, as _unknown_: fewer false accepts in a "
+                   "stream, lower accuracy on real speakers (README, Results)")
     t.add_argument("--resume", action="store_true", help="continue the run in --out from its last.pt")
     t.add_argument("--jobs", type=positive_int, default=jobs_default(), help="processes for decoding audio")
     train_flags(t)

@@ -27,6 +27,10 @@ DEFAULT_WORDS = SPEECH_COMMANDS_10 + DIGITS
 #: Streaming: after a detection nothing fires for this long. A word stays in a 1-s window until
 #: ~1 s after it ends, so a 1.0 s refractory let one word fire twice (measured with stream-eval).
 REFRACTORY_MS = 1500
+#: Streaming: a detection needs the mean score of the last N windows (hop 100 ms) over threshold.
+#: Measured with stream-eval on held-out synthetic speakers (60 min): N=3 gave 39 false accepts/h
+#: at 89.7% hits, N=5 16/h at 88.6% hits, median latency 28 -> 184 ms.
+SMOOTH_WINDOWS = 5
 
 
 def _check(cond: bool, msg: str) -> None:
@@ -89,10 +93,18 @@ class ModelConfig:
 class AugmentConfig:
     """Training-only, batch-level augmentation (see pipeline/datasets/augment.py)."""
 
-    shift_ms: float = 100.0            # random time shift, +-
+    # Placement: a shift of +-shift_ms, or (free_position) anywhere the word fits in the window,
+    # with partial_word_prob of keyword clips cut to a fragment at the edge and relabelled _unknown_.
+    # Measured (stream-eval, FSDD): free placement + fragments cut false accepts/h 39 -> 21 at
+    # smooth 3 but FSDD accuracy 74.5 -> 71.1% and hits 89.7 -> 86.7%: off by default.
+    free_position: bool = False
+    shift_ms: float = 100.0
+    partial_word_prob: float = 0.0
+    partial_keep: tuple[float, float] = (0.1, 0.45)   # share of the word left inside the window
     noise_prob: float = 0.8            # chance a clip gets background noise
     snr_db: tuple[float, float] = (0.0, 25.0)
     speed: tuple[float, float] = (0.85, 1.15)   # resampling factor: tempo and pitch together
+    vtlp: tuple[float, float] = (0.88, 1.12)    # mel filterbank warp: formants alone (vocal tract length)
     band_prob: float = 0.5             # random low-pass (channel band) 3.4-8 kHz, tilt EQ
     reverb_prob: float = 0.3
     gain_db: tuple[float, float] = (-30.0, 8.0)       # real recordings: speech at -50 to -10 dBFS
@@ -105,7 +117,7 @@ class AugmentConfig:
 
 @dataclass(frozen=True)
 class TrainConfig:
-    epochs: int = 16
+    epochs: int = 24
     batch_size: int = 128
     lr: float = 3e-3
     weight_decay: float = 1e-2

@@ -44,9 +44,11 @@ class MFCC(nn.Module):
         self.register_buffer("dft_kernel", bases.float().unsqueeze(1), persistent=False)  # (2F, 1, n_fft)
         self.register_buffer("mel_fb", mel[: self.n_used].float().contiguous(), persistent=False)  # (n_used, n_mels)
         self.register_buffer("dct", dct.float(), persistent=False)
+        self.register_buffer("mel_fb_full", mel.float().contiguous(), persistent=False)  # (n_freqs, n_mels)
 
-    def power(self, wave: torch.Tensor) -> torch.Tensor:
-        """(batch, samples) -> power spectrum of the bins the mel filters use (batch, frames, n_used)."""
+    def power(self, wave: torch.Tensor, bins: int | None = None) -> torch.Tensor:
+        """(batch, samples) -> power spectrum of the bins the mel filters use (batch, frames, n_used),
+        or of the first ``bins`` bins (FFT path only)."""
         cfg = self.cfg
         if self.use_dft:
             spec = torch.nn.functional.conv1d(wave.unsqueeze(1), self.dft_kernel, stride=cfg.hop_length)
@@ -54,11 +56,31 @@ class MFCC(nn.Module):
             return (re * re + im * im).transpose(1, 2)
         spec = torch.stft(wave, cfg.n_fft, cfg.hop_length, window=self.window, center=False,
                           return_complex=True)                                      # (batch, n_freqs, frames)
-        return spec[:, :self.n_used].abs().pow(2).transpose(1, 2)
+        return spec[:, :bins or self.n_used].abs().pow(2).transpose(1, 2)
 
-    def forward(self, wave: torch.Tensor) -> torch.Tensor:
-        """(batch, samples) -> (batch, frames, n_mfcc)."""
-        mel = self.power(wave.float()) @ self.mel_fb                                # (batch, frames, n_mels)
+    def warped_filterbank(self, warp: torch.Tensor) -> tuple[torch.Tensor, int]:
+        """Vocal tract length perturbation: (batch,) factors -> per-item mel filterbanks
+        (batch, bins, n_mels) whose filters sit at ``warp`` times their usual frequencies, so a
+        voice's formants look as if its vocal tract were 1/warp as long. Piecewise-linear
+        interpolation of the triangles along the frequency axis; training only."""
+        n_freqs = self.mel_fb_full.shape[0]
+        bins = min(n_freqs, int(math.ceil(self.n_used * float(warp.max()))) + 2)
+        src = torch.arange(bins, device=warp.device).float().unsqueeze(0) / warp.unsqueeze(1)   # (batch, bins)
+        src = src.clamp(max=n_freqs - 1.001)
+        lo = src.floor().long()
+        frac = (src - lo).unsqueeze(-1)
+        fb = self.mel_fb_full[lo] * (1 - frac) + self.mel_fb_full[lo + 1] * frac
+        return fb, bins
+
+    def forward(self, wave: torch.Tensor, warp: torch.Tensor | None = None) -> torch.Tensor:
+        """(batch, samples) -> (batch, frames, n_mfcc); ``warp`` (batch,): VTLP factors (training)."""
+        if warp is None:
+            mel = self.power(wave.float()) @ self.mel_fb                            # (batch, frames, n_mels)
+        else:
+            if self.use_dft:
+                raise ValueError("VTLP needs the FFT path (use_dft=False)")
+            fb, bins = self.warped_filterbank(warp)
+            mel = torch.bmm(self.power(wave.float(), bins), fb)
         return torch.log(mel + self.cfg.log_eps) @ self.dct                         # (batch, frames, n_mfcc)
 
 

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .config import REFRACTORY_MS, SILENCE, UNKNOWN
+from .config import REFRACTORY_MS, SILENCE, SMOOTH_WINDOWS, UNKNOWN
 from .errors import StreamError
 from .runtime import OnnxModel, sibling
 
@@ -100,7 +100,7 @@ class Detector:
     """
 
     def __init__(self, labels: list[str], thresholds: dict[str, float], default: float = 0.8,
-                 smooth: int = 3, refractory_s: float = REFRACTORY_MS / 1000):
+                 smooth: int = SMOOTH_WINDOWS, refractory_s: float = REFRACTORY_MS / 1000):
         self.labels = labels
         self.thr = np.array([thresholds.get(l, default) for l in labels], np.float32)
         self.active = np.array([not (l in (UNKNOWN, SILENCE) or l.startswith("_")) for l in labels])

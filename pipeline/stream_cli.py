@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 
 from .errors import StreamError
-from .config import REFRACTORY_MS
+from .config import REFRACTORY_MS, SMOOTH_WINDOWS
 
 
 def make_detector(scorer, threshold: float | None, smooth: int, refractory_ms: int):
@@ -138,7 +138,8 @@ def add_stream_commands(add) -> None:
         sp.add_argument("--threshold", type=probability, default=None, help="detection threshold for every word "
                         "(default: per-word thresholds stored in the model at export)")
         sp.add_argument("--hop-ms", type=positive_int, default=100, help="re-score the window every N ms (multiple of 10; default 100)")
-        sp.add_argument("--smooth", type=positive_int, default=3, help="average the scores of the last N windows (default 3)")
+        sp.add_argument("--smooth", type=positive_int, default=SMOOTH_WINDOWS,
+                        help=f"average the scores of the last N windows (default {SMOOTH_WINDOWS})")
         sp.add_argument("--refractory-ms", type=positive_int, default=REFRACTORY_MS, help="after a detection, nothing "
                         f"fires for N ms, so a word sliding through successive windows fires once (default {REFRACTORY_MS})")
 

@@ -29,7 +29,7 @@ from .audio import load_clip, speech_bounds
 from .datasets.noise import noise_bank_or_synthetic
 from .datasets.speech_commands import label_of, noise_files, scan
 from .errors import DatasetError
-from .config import REFRACTORY_MS
+from .config import REFRACTORY_MS, SMOOTH_WINDOWS
 from .stream import Detector, StreamingScorer
 
 
@@ -95,12 +95,21 @@ def build_stream(paths_labels: list[tuple[str, str]], labels: list[str], bank: l
     return np.clip(audio, -1, 1), events
 
 
-def match(dets: list[tuple[float, str]], events: list[Event], after_s: float = 1.2) -> tuple[int, int, list[float]]:
-    """-> (hits, false accepts, latencies of hits in s)."""
+FA_KINDS = ("wrong_word", "repeat", "non_keyword", "noise")
+
+
+def match(dets: list[tuple[float, str]], events: list[Event], after_s: float = 1.2
+          ) -> tuple[int, int, list[float], dict[str, int]]:
+    """-> (hits, false accepts, latencies of hits in s, false accepts by kind).
+
+    Kinds: ``wrong_word`` (during a keyword, another word), ``repeat`` (a second detection of an
+    already detected keyword), ``non_keyword`` (during a non-keyword word), ``noise`` (no word)."""
     used = set()
     hits, fa, lat = 0, 0, []
+    kinds = dict.fromkeys(FA_KINDS, 0)
     kws = [(k, e) for k, e in enumerate(events) if e.keyword]
     starts = np.array([e.start for _, e in kws])
+    all_starts = np.array([e.start for e in events])
     for t, label in dets:
         j = int(np.searchsorted(starts, t, side="right"))
         cand = [kws[i] for i in range(max(0, j - 2), j)]
@@ -110,9 +119,21 @@ def match(dets: list[tuple[float, str]], events: list[Event], after_s: float = 1
             used.add(k)
             hits += 1
             lat.append(t - e.end)
+            continue
+        fa += 1
+        j = int(np.searchsorted(all_starts, t, side="right"))
+        near = [(k, events[k]) for k in range(max(0, j - 2), j) if events[k].start - 0.2 <= t <= events[k].end + after_s]
+        if not near:
+            kinds["noise"] += 1
         else:
-            fa += 1
-    return hits, fa, lat
+            k, e = near[-1]
+            if not e.keyword:
+                kinds["non_keyword"] += 1
+            elif e.label == label:
+                kinds["repeat"] += 1
+            else:
+                kinds["wrong_word"] += 1
+    return hits, fa, lat, kinds
 
 
 def replay(times: np.ndarray, probs: np.ndarray, det: Detector) -> list[tuple[float, str]]:
@@ -133,7 +154,7 @@ def replay(times: np.ndarray, probs: np.ndarray, det: Detector) -> list[tuple[fl
 
 
 def stream_eval(model: Path, data: Path, minutes: float = 10.0, json_path: Path | None = None,
-                out_dir: Path | None = None, hop_ms: int = 100, threshold: float | None = None, smooth: int = 3,
+                out_dir: Path | None = None, hop_ms: int = 100, threshold: float | None = None, smooth: int = SMOOTH_WINDOWS,
                 refractory_ms: int = REFRACTORY_MS, seed: int = 0, noise_dirs=(), log=print) -> dict:
     scorer = StreamingScorer(model, hop_ms=hop_ms, threads=1)
     labels = scorer.labels
@@ -168,16 +189,17 @@ def stream_eval(model: Path, data: Path, minutes: float = 10.0, json_path: Path 
     rss_end = rss_mb()
     seconds = len(audio) / sr
     hours = seconds / 3600
-    hits, fa, lat = match(dets, events)
+    hits, fa, lat, fa_kinds = match(dets, events)
     n_kw = sum(e.keyword for e in events)
     times_a, probs_a = np.asarray(times), np.asarray(probs)
     sweep = []
     for th in np.round(np.concatenate([np.arange(0.3, 0.875, 0.05), np.arange(0.9, 0.995, 0.01)]), 3):
         d2 = Detector(labels, {}, default=float(th), smooth=smooth, refractory_s=refractory_ms / 1000)
-        h2, f2, _ = match(replay(times_a, probs_a, d2), events)
+        h2, f2, _, _ = match(replay(times_a, probs_a, d2), events)
         sweep.append({"threshold": float(th), "miss_rate": 1 - h2 / n_kw, "false_accepts_per_hour": f2 / hours})
     report = {
         "hit_rate": hits / n_kw, "false_accepts_per_hour": fa / hours, "false_accepts": fa,
+        "false_accepts_by_kind": fa_kinds,
         "keywords": n_kw, "non_keywords": len(events) - n_kw, "hours": hours,
         "latency_ms_median": float(np.median(lat) * 1000) if lat else None,
         "latency_ms_p90": float(np.percentile(lat, 90) * 1000) if lat else None,
@@ -191,6 +213,9 @@ def stream_eval(model: Path, data: Path, minutes: float = 10.0, json_path: Path 
     from .plots import plot_det
     plot_det([s["false_accepts_per_hour"] for s in sweep], [s["miss_rate"] for s in sweep], out_dir / "det.png",
              f"{Path(data).name}: {minutes:g} min, hop {hop_ms} ms")
+    np.savez_compressed(out_dir / "scores.npz", times=times_a, probs=probs_a, labels=np.array(labels),
+                        events=np.array([(e.start, e.end, e.keyword) for e in events], np.float64),
+                        event_labels=np.array([e.label for e in events]))
     text = json.dumps(report, indent=1)
     (out_dir / "report.json").write_text(text)
     if json_path:
@@ -198,5 +223,6 @@ def stream_eval(model: Path, data: Path, minutes: float = 10.0, json_path: Path 
     log(f"hit rate {report['hit_rate']:.3f} ({hits}/{n_kw}); false accepts {fa} = {report['false_accepts_per_hour']:.2f}/hour; "
         f"latency median {report['latency_ms_median'] or float('nan'):.0f} ms, p90 {report['latency_ms_p90'] or float('nan'):.0f} ms; "
         f"real-time factor {report['real_time_factor']:.4f}; RSS growth {report['rss_mb_growth']:.1f} MB")
-    log(f"wrote {out_dir / 'det.png'} and {out_dir / 'report.json'}")
+    log("false accepts by kind: " + ", ".join(f"{k} {v}" for k, v in fa_kinds.items()))
+    log(f"wrote {out_dir / 'det.png'}, {out_dir / 'report.json'} and the window scores {out_dir / 'scores.npz'}")
     return report

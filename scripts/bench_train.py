@@ -9,7 +9,8 @@ for a fixed number of steps after warm-up, on CUDA when present, else CPU.
                  a DataLoader with worker processes, the model in fp32
     (b) project: pipeline.train.TrainStep, the exact step `kws train` runs: clips held as one int16
                  tensor (on the GPU when there is one), batches sliced on the device, augmentation
-                 and MFCC on the whole batch on the device, bf16 autocast + cuDNN LSTM on CUDA
+                 and MFCC on the whole batch on the device, bf16 autocast (on CUDA, and on CPUs
+                 with native bf16: AVX512-BF16/AMX) + cuDNN LSTM on CUDA
 
 Last line: device=... naive_clips_per_s=... clips_per_s=... speedup=... epoch_s_85k=...
 """
@@ -143,6 +144,7 @@ def main() -> None:
     cps = steps * bs / t_ours
     print(f"(b) project : {cps:9.0f} clips/s  ({t_ours / steps * 1000:.0f} ms per batch of {bs})")
     name = torch.cuda.get_device_name(device) if cuda else f"cpu ({torch.get_num_threads()} threads)"
+    name += ", bf16 autocast" if step.amp else ", fp32"
     print(f"device {name}; peak RSS {peak_rss_mb():.0f} MB"
           + (f"; peak GPU memory {torch.cuda.max_memory_allocated(device) / 1e9:.2f} GB" if cuda else ""))
     print(f"device={device.type} naive_clips_per_s={naive_cps:.0f} clips_per_s={cps:.0f} speedup={cps / naive_cps:.2f} "

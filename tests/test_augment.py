@@ -10,7 +10,8 @@ def test_augment_shapes_and_ranges():
     torch.manual_seed(0)
     aug = Augmenter(AugmentConfig(), FeatureConfig(), list(synthetic_noises(16000, 5, 0).values()), "cpu")
     x = torch.randn(16, 16000) * 0.05
-    y = aug(x)
+    y, cut = aug(x)
+    assert not cut.any()                                   # no keyword mask: nothing is cut
     assert y.shape == x.shape and torch.isfinite(y).all() and y.abs().max() <= 1.0
     assert not torch.allclose(x, y)
 
@@ -40,6 +41,45 @@ def test_deterministic_under_seed():
     aug = Augmenter(AugmentConfig(), FeatureConfig(), list(synthetic_noises(16000, 5, 0).values()), "cpu")
     x = torch.randn(4, 16000) * 0.05
     torch.manual_seed(3)
-    a = aug(x)
+    a, _ = aug(x)
     torch.manual_seed(3)
-    assert torch.equal(a, aug(x))
+    assert torch.equal(a, aug(x)[0])
+
+
+def _word_clips(b: int, start: int, length: int) -> torch.Tensor:
+    """(b, 16000): silence with a 300-Hz tone burst at [start, start + length)."""
+    x = torch.zeros(b, 16000)
+    x[:, start:start + length] = 0.3 * torch.sin(torch.arange(length) * 2 * torch.pi * 300 / 16000)
+    return x
+
+
+def test_word_bounds_find_the_word():
+    aug = Augmenter(AugmentConfig(), FeatureConfig(), [], "cpu")
+    s, e = aug.word_bounds(_word_clips(2, 4000, 5000))
+    assert torch.allclose(s, torch.tensor([4000.0, 4000.0]), atol=160)
+    assert torch.allclose(e, torch.tensor([9000.0, 9000.0]), atol=160)
+
+
+def test_free_position_keeps_the_whole_word_and_moves_it():
+    torch.manual_seed(0)
+    cfg = AugmentConfig(speed=(1.0, 1.0), free_position=True, partial_word_prob=0.0)
+    aug = Augmenter(cfg, FeatureConfig(), [], "cpu")
+    y, cut = aug.speed_and_shift(_word_clips(64, 6000, 4000), torch.ones(64, dtype=torch.bool))
+    s, e = aug.word_bounds(y)
+    assert not cut.any()
+    energy = y.pow(2).sum(1) / _word_clips(1, 6000, 4000).pow(2).sum()
+    assert torch.allclose(energy, torch.ones(64), atol=0.02)            # nothing fell off the window
+    assert s.min() < 1500 and e.max() > 14500                           # words reach both ends
+
+
+def test_partial_words_are_cut_and_flagged():
+    torch.manual_seed(0)
+    cfg = AugmentConfig(speed=(1.0, 1.0), free_position=True, partial_word_prob=1.0, partial_keep=(0.2, 0.4))
+    aug = Augmenter(cfg, FeatureConfig(), [], "cpu")
+    keyword = torch.arange(64) % 2 == 0
+    x = _word_clips(64, 6000, 4000)
+    y, cut = aug.speed_and_shift(x, keyword)
+    assert torch.equal(cut, keyword)                                    # only keyword clips are cut
+    kept = y.pow(2).sum(1) / x.pow(2).sum(1)
+    assert ((kept[cut] > 0.17) & (kept[cut] < 0.43)).all()
+    assert torch.allclose(kept[~cut], torch.ones(32), atol=0.02)

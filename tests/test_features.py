@@ -72,3 +72,17 @@ def test_spec_augment_masks_only_some_cells():
     masked = out == 7.0
     assert out.shape == f.shape and masked.any() and (~masked).float().mean() > 0.5
     assert torch.equal(out[~masked], f[~masked])
+
+
+def test_vtlp_identity_warp_and_formant_shift():
+    """Warp 1 is the plain front-end; warp > 1 moves a tone's mel peak up, < 1 down."""
+    import torch
+    from pipeline.config import FeatureConfig
+    from pipeline.features import MFCC
+    m = MFCC(FeatureConfig())
+    x = torch.sin(torch.arange(16000) * 2 * torch.pi * 1000 / 16000).repeat(3, 1)
+    assert torch.allclose(m(x, torch.ones(3)), m(x), atol=1e-5)
+    fb, bins = m.warped_filterbank(torch.tensor([0.9, 1.0, 1.1]))
+    mel = torch.bmm(m.power(x, bins), fb).mean(1)                      # (3, n_mels)
+    peaks = mel.argmax(-1)
+    assert peaks[0] > peaks[1] > peaks[2]  # filters moved up (warp>1) see 1 kHz in a lower filter

@@ -86,6 +86,19 @@ def test_stream_eval_reports_keys(tiny_model, tiny_data, tmp_path):
         assert k in r
     assert 0 <= r["hit_rate"] <= 1 and r["real_time_factor"] > 0 and r["keywords"] > 10
     assert (tmp_path / "det.png").stat().st_size > 1000
+    assert sum(r["false_accepts_by_kind"].values()) == r["false_accepts"]
+    z = np.load(tmp_path / "scores.npz")
+    assert z["probs"].shape == (r["windows"], len(z["labels"]))
+
+
+def test_match_counts_hits_and_kinds_of_false_accepts():
+    from pipeline.stream_eval import Event, match
+    ev = [Event("yes", 1.0, 1.5, True), Event("_unknown_", 4.0, 4.5, False), Event("no", 7.0, 7.4, True)]
+    dets = [(1.6, "yes"), (2.4, "yes"), (4.6, "no"), (7.2, "up"), (7.5, "no"), (10.0, "go")]
+    hits, fa, lat, kinds = match(dets, ev)
+    assert hits == 2 and fa == 4
+    assert kinds == {"wrong_word": 1, "repeat": 1, "non_keyword": 1, "noise": 1}
+    assert np.allclose(sorted(lat), [0.1, 0.1])
 
 
 def test_stream_bad_inputs(tiny_model, tmp_path):

@@ -55,3 +55,26 @@ def test_gpu_training_smoke(tiny_data, tmp_path):
     p = kws("train", "--data", tiny_data, "--out", tmp_path / "gpu", "--epochs", "2", "--cache-dir", tmp_path / "c",
             "--device", "cuda")
     assert "device cuda" in p.stdout
+
+
+def test_train_step_relabels_cut_words_as_unknown():
+    """Keyword clips cut to a fragment at the window edge train as _unknown_; other clips keep their label."""
+    from pipeline.config import AugmentConfig, FeatureConfig, ModelConfig, TrainConfig
+    from pipeline.datasets.augment import Augmenter
+    from pipeline.features import MFCC
+    from pipeline.model import BiLSTMClassifier
+    from pipeline.train import TrainStep
+
+    torch.manual_seed(0)
+    feats = FeatureConfig()
+    tc = TrainConfig(augment=AugmentConfig(free_position=True, partial_word_prob=1.0, noise_prob=0.0))
+    model = BiLSTMClassifier(ModelConfig(hidden=8, layers=1, n_classes=4))    # labels: a, b, _silence_, _unknown_
+    step = TrainStep(model, model, MFCC(feats), Augmenter(tc.augment, feats, [], "cpu"),
+                     torch.optim.AdamW(model.parameters()), tc, torch.device("cpu"), amp=False,
+                     unknown_index=3, keyword_mask=torch.tensor([True, True, False, False]))
+    x = torch.zeros(8, 16000)
+    x[:, 6000:10000] = 0.3 * torch.sin(torch.arange(4000) * 0.1)
+    y = torch.tensor([0, 1, 2, 3, 0, 1, 2, 3])
+    loss, logits, y2 = step(x, y)
+    assert torch.isfinite(loss) and logits.shape == (8, 4)
+    assert y2.tolist() == [3, 3, 2, 3, 3, 3, 2, 3]

@@ -2,7 +2,8 @@
 
 Every step works on the whole batch at once, each clip drawing its own random values:
 
-1. speed/pitch perturbation and time shift: one resampling by linear interpolation;
+1. speed/pitch perturbation and placement of the word anywhere in the window (or cut to a
+   fragment at its edge, relabelled ``_unknown_``): one resampling by linear interpolation;
 2. channel: random low-pass 3.4-8 kHz (a microphone or an 8 kHz recording has nothing above its
    band), random high-pass, random spectral tilt (EQ), and room reverberation (a synthetic
    exponentially decaying impulse response), all in one FFT;
@@ -13,10 +14,25 @@ SpecAugment on the features lives in pipeline/features.py.
 """
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import torch
 
 from ..config import AugmentConfig, FeatureConfig
+
+
+def _fast_fft_size(n: int) -> int:
+    """The smallest 2^a * 3^b * 5^c >= n: FFT sizes pocketfft/cuFFT handle fast."""
+    m = n
+    while True:
+        k = m
+        for p in (2, 3, 5):
+            while k % p == 0:
+                k //= p
+        if k == 1:
+            return m
+        m += 1
 
 
 def _uniform(lo_hi: tuple[float, float], n: int, device) -> torch.Tensor:
@@ -33,45 +49,85 @@ class Augmenter:
         n = feats.clip_samples
         bank = [x for x in noise_bank if len(x) >= n]
         self.noise = torch.from_numpy(np.concatenate(bank)).to(self.device) if bank else None
-        self.n_fft = 1 << int(np.ceil(np.log2(n + int(0.4 * feats.sample_rate))))   # room for the reverb tail
+        self.n_fft = _fast_fft_size(n + int(0.4 * feats.sample_rate))               # room for the reverb tail
         self.freqs = torch.fft.rfftfreq(self.n_fft, 1.0 / feats.sample_rate).to(self.device)
+        self.log2f = torch.log2(self.freqs.clamp(min=50.0) / 1000.0)
 
-    def speed_and_shift(self, x: torch.Tensor) -> torch.Tensor:
+    def word_bounds(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(batch, samples) -> first and last sample (batch,) of the 10-ms frames within 30 dB
+        of the clip's loudest frame: where the word is."""
         b, n = x.shape
-        rate = _uniform(self.cfg.speed, b, x.device).unsqueeze(1)
-        shift = _uniform((-1.0, 1.0), b, x.device).unsqueeze(1) * self.cfg.shift_ms * 1e-3 * self.feats.sample_rate
-        pos = (torch.arange(n, device=x.device).float() - n / 2) * rate + n / 2 - shift   # (b, n)
-        lo = pos.floor().long()
-        frac = pos - lo
-        valid = (lo >= 0) & (lo < n - 1)
-        lo = lo.clamp(0, n - 2)
-        y = torch.gather(x, 1, lo) * (1 - frac) + torch.gather(x, 1, lo + 1) * frac
-        return y * valid
+        hop = self.feats.sample_rate // 100
+        e = x[:, : n - n % hop].reshape(b, -1, hop).pow(2).mean(-1)                      # (batch, frames)
+        active = e > e.amax(dim=1, keepdim=True) * 1e-3
+        idx = torch.arange(e.shape[1], device=x.device)
+        first = torch.where(active, idx, e.shape[1]).amin(dim=1)
+        last = torch.where(active, idx, -1).amax(dim=1)
+        return (first * hop).float(), ((last + 1) * hop).float()
+
+    def speed_and_shift(self, x: torch.Tensor, keyword: torch.Tensor | None = None
+                        ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Speed perturbation and placement, one linear-interpolation resampling.
+
+        With ``free_position`` each word lands anywhere it fits in the window (streaming windows
+        see words at every offset); else it moves by up to +-``shift_ms``. With ``keyword``
+        (batch,) bool, a ``partial_word_prob`` share of those clips is placed so that only
+        ``partial_keep`` of the word is inside the window (its head at the window's end or its tail
+        at the start): what a stream sees while a word enters or leaves. -> (audio, cut (batch,)
+        bool: the clips cut so, which the caller relabels ``_unknown_``).
+        """
+        b, n = x.shape
+        dev = x.device
+        rate = _uniform(self.cfg.speed, b, dev)
+        cut = torch.zeros(b, dtype=torch.bool, device=dev)
+        if self.cfg.free_position:
+            s, e = self.word_bounds(x)
+            length = (e - s).clamp(min=1.0) / rate                                      # output samples
+            lo, hi = torch.minimum(n - length, torch.zeros_like(length)), (n - length).clamp(min=0.0)
+            u = lo + (hi - lo) * torch.rand(b, device=dev)                              # output word start
+            if keyword is not None and self.cfg.partial_word_prob > 0:
+                cut = keyword & (torch.rand(b, device=dev) < self.cfg.partial_word_prob) & (e > s)
+                keep = _uniform(self.cfg.partial_keep, b, dev) * length
+                head = torch.rand(b, device=dev) < 0.5
+                u = torch.where(cut, torch.where(head, n - keep, keep - length), u)
+            shift = (u - n / 2) * rate + n / 2 - s
+        else:
+            shift = _uniform((-1.0, 1.0), b, dev) * self.cfg.shift_ms * 1e-3 * self.feats.sample_rate
+        pos = (torch.arange(n, device=dev).float() - n / 2) * rate.unsqueeze(1) + n / 2 + shift.unsqueeze(1)
+        lo_i = pos.floor().long()
+        frac = pos - lo_i
+        valid = (lo_i >= 0) & (lo_i < n - 1)
+        lo_i = lo_i.clamp(0, n - 2)
+        y = torch.gather(x, 1, lo_i) * (1 - frac) + torch.gather(x, 1, lo_i + 1) * frac
+        return y * valid, cut
 
     def channel(self, x: torch.Tensor) -> torch.Tensor:
+        """Band/EQ on ``band_prob`` of the clips and reverb on ``reverb_prob``, one FFT for both;
+        the filters are built only for the clips that get them."""
         b, n = x.shape
         dev, f = x.device, self.freqs
-        gain = torch.ones(b, f.numel(), device=dev)
-        band = (torch.rand(b, 1, device=dev) < self.cfg.band_prob).float()
-        cutoff = _uniform((3400.0, 8000.0), b, dev).unsqueeze(1)
-        lowpass = torch.sigmoid((cutoff - f) / (0.03 * cutoff))
-        highpass = torch.sigmoid((f - _uniform((20.0, 300.0), b, dev).unsqueeze(1)) / 20.0)
-        tilt_db = _uniform((-4.0, 4.0), b, dev).unsqueeze(1) * torch.log2(f.clamp(min=50.0) / 1000.0)
-        shaped = lowpass * highpass * 10 ** (tilt_db / 20)
-        gain = band * shaped + (1 - band) * gain
-        spec = torch.fft.rfft(x, self.n_fft) * gain
-        reverb = torch.rand(b, device=dev) < self.cfg.reverb_prob
-        if reverb.any():
-            sr = self.feats.sample_rate
+        band = torch.nonzero(torch.rand(b, device=dev) < self.cfg.band_prob).squeeze(1)
+        reverb = torch.nonzero(torch.rand(b, device=dev) < self.cfg.reverb_prob).squeeze(1)
+        if len(band) == 0 and len(reverb) == 0:
+            return x
+        spec = torch.fft.rfft(x, self.n_fft)
+        if len(band):
+            k = len(band)
+            cutoff = _uniform((3400.0, 8000.0), k, dev).unsqueeze(1)
+            lowpass = torch.sigmoid((cutoff - f) / (0.03 * cutoff))
+            highpass = torch.sigmoid((f - _uniform((20.0, 300.0), k, dev).unsqueeze(1)) / 20.0)
+            tilt_db = _uniform((-4.0, 4.0), k, dev).unsqueeze(1) * self.log2f
+            spec[band] = spec[band] * (lowpass * highpass * torch.exp(tilt_db * (math.log(10) / 20)))
+        if len(reverb):
+            k, sr = len(reverb), self.feats.sample_rate
             length = int(0.4 * sr)
             t = torch.arange(length, device=dev).float() / sr
-            rt60 = _uniform((0.1, 0.6), b, dev).unsqueeze(1)
-            rir = torch.randn(b, length, device=dev) * torch.exp(-6.9 * t / rt60)
+            rt60 = _uniform((0.1, 0.6), k, dev).unsqueeze(1)
+            rir = torch.randn(k, length, device=dev) * torch.exp(-6.9 * t / rt60)
             rir[:, 0] = 0.0
-            rir = rir / rir.norm(dim=1, keepdim=True) * _uniform((0.2, 0.8), b, dev).unsqueeze(1)
+            rir = rir / rir.norm(dim=1, keepdim=True) * _uniform((0.2, 0.8), k, dev).unsqueeze(1)
             rir[:, 0] = 1.0                                                          # direct path
-            wet = torch.fft.rfft(rir, self.n_fft)
-            spec = torch.where(reverb.unsqueeze(1), spec * wet, spec)
+            spec[reverb] = spec[reverb] * torch.fft.rfft(rir, self.n_fft)
         return torch.fft.irfft(spec, self.n_fft)[:, :n]
 
     def add_noise(self, x: torch.Tensor) -> torch.Tensor:
@@ -96,9 +152,9 @@ class Augmenter:
         return x.clamp(-1.0, 1.0)
 
     @torch.no_grad()
-    def __call__(self, x: torch.Tensor) -> torch.Tensor:
-        """(batch, samples) -> (batch, samples)."""
-        x = self.speed_and_shift(x)
+    def __call__(self, x: torch.Tensor, keyword: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """(batch, samples) -> (augmented (batch, samples), cut (batch,) bool); see speed_and_shift."""
+        x, cut = self.speed_and_shift(x, keyword)
         x = self.channel(x)
         x = self.add_noise(x)
-        return self.gain_and_clip(x)
+        return self.gain_and_clip(x), cut

@@ -56,9 +56,13 @@ def _decode(args: tuple[str, int, int]) -> np.ndarray:
     return to_int16(load_clip(path, sr, samples))
 
 
-def _key(clips: list[Clip], labels: tuple[str, ...], feats: FeatureConfig, n_silence: int, seed: int) -> str:
+def _key(clips: list[Clip], labels: tuple[str, ...], feats: FeatureConfig, n_silence: int, seed: int,
+         noise_bank: list[np.ndarray]) -> str:
     h = hashlib.sha1()
     h.update(json.dumps([labels, feats.sample_rate, feats.clip_samples, n_silence, seed]).encode())
+    if n_silence:                          # the silence clips are cut from the bank: another bank, another cache
+        for x in noise_bank:
+            h.update(f"{len(x)}|".encode() + np.ascontiguousarray(x[:: max(1, len(x) // 4096)]).tobytes())
     for c in clips:
         st = c.path.stat()
         h.update(f"{c.path.resolve()}|{st.st_size}|{st.st_mtime_ns}|{c.word}\n".encode())
@@ -68,7 +72,7 @@ def _key(clips: list[Clip], labels: tuple[str, ...], feats: FeatureConfig, n_sil
 def build_split(clips: list[Clip], labels: tuple[str, ...], feats: FeatureConfig, cache_dir: Path,
                 noise_bank: list[np.ndarray], n_silence: int, seed: int, jobs: int, desc: str) -> SplitData:
     """Decode ``clips`` (plus ``n_silence`` generated silence clips) into the cache; reuse it if present."""
-    folder = Path(cache_dir) / _key(clips, labels, feats, n_silence, seed)
+    folder = Path(cache_dir) / _key(clips, labels, feats, n_silence, seed, noise_bank)
     if not (folder / "meta.json").is_file():
         tmp = folder.with_name(folder.name + f".tmp{os.getpid()}")
         shutil.rmtree(tmp, ignore_errors=True)
