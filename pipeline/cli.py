@@ -92,7 +92,7 @@ def _run_config(a: argparse.Namespace, labels: tuple[str, ...]):
     from .config import AugmentConfig, FeatureConfig, ModelConfig, RunConfig, TrainConfig
     feats = FeatureConfig()
     model = ModelConfig(n_mfcc=feats.n_mfcc, hidden=a.hidden, layers=a.layers, dropout=a.dropout, n_classes=len(labels))
-    aug = AugmentConfig(free_position=True, partial_word_prob=0.08) if getattr(a, "free_position", False) else AugmentConfig()
+    aug = AugmentConfig(free_position=True, partial_word_prob=0.08) if a.free_position else AugmentConfig()
     train = TrainConfig(epochs=a.epochs, batch_size=a.batch_size, lr=a.lr, seed=a.seed, augment=aug)
     return RunConfig(labels=labels, features=feats, model=model, train=train)
 
@@ -162,7 +162,7 @@ def cmd_demo(a: argparse.Namespace) -> None:
     t_synth = time.time() - t0
     ta = argparse.Namespace(data=[a.data], out=run, task="auto", words=None, noise_dir=[], epochs=a.epochs,
                             batch_size=128, lr=3e-3, hidden=128, layers=2, dropout=0.15, seed=a.seed,
-                            device=a.device, precision=a.precision, resume=False, jobs=a.jobs,
+                            device=a.device, precision=a.precision, free_position=False, resume=False, jobs=a.jobs,
                             cache_dir=a.cache_dir)
     cmd_train(ta)
     from .evaluate import evaluate

@@ -95,8 +95,9 @@ class AugmentConfig:
 
     # Placement: a shift of +-shift_ms, or (free_position) anywhere the word fits in the window,
     # with partial_word_prob of keyword clips cut to a fragment at the edge and relabelled _unknown_.
-    # Measured (stream-eval, FSDD): free placement + fragments cut false accepts/h 39 -> 21 at
-    # smooth 3 but FSDD accuracy 74.5 -> 71.1% and hits 89.7 -> 86.7%: off by default.
+    # Measured, one run each (stream-eval, FSDD): free placement + fragments cut false accepts/h
+    # 39 -> 21 at smooth 3, but FSDD accuracy 74.5 -> 71.1% and hits 89.7 -> 86.7%; two runs of one
+    # configuration differ by as much, so nothing showed it better: off by default.
     free_position: bool = False
     shift_ms: float = 100.0
     partial_word_prob: float = 0.0

@@ -44,7 +44,6 @@ class MFCC(nn.Module):
         self.register_buffer("dft_kernel", bases.float().unsqueeze(1), persistent=False)  # (2F, 1, n_fft)
         self.register_buffer("mel_fb", mel[: self.n_used].float().contiguous(), persistent=False)  # (n_used, n_mels)
         self.register_buffer("dct", dct.float(), persistent=False)
-        self.register_buffer("mel_fb_full", mel.float().contiguous(), persistent=False)  # (n_freqs, n_mels)
 
     def power(self, wave: torch.Tensor, bins: int | None = None) -> torch.Tensor:
         """(batch, samples) -> power spectrum of the bins the mel filters use (batch, frames, n_used),
@@ -63,13 +62,15 @@ class MFCC(nn.Module):
         (batch, bins, n_mels) whose filters sit at ``warp`` times their usual frequencies, so a
         voice's formants look as if its vocal tract were 1/warp as long. Piecewise-linear
         interpolation of the triangles along the frequency axis; training only."""
-        n_freqs = self.mel_fb_full.shape[0]
+        n_freqs = self.cfg.n_freqs
         bins = min(n_freqs, int(math.ceil(self.n_used * float(warp.max()))) + 2)
+        # Rows from n_used on are zero (the filters end at f_max): two zero rows stand for them all.
+        rows = torch.nn.functional.pad(self.mel_fb, (0, 0, 0, 2))                   # (n_used + 2, n_mels)
         src = torch.arange(bins, device=warp.device).float().unsqueeze(0) / warp.unsqueeze(1)   # (batch, bins)
-        src = src.clamp(max=n_freqs - 1.001)
+        src = src.clamp(max=float(self.n_used))
         lo = src.floor().long()
         frac = (src - lo).unsqueeze(-1)
-        fb = self.mel_fb_full[lo] * (1 - frac) + self.mel_fb_full[lo + 1] * frac
+        fb = rows[lo] * (1 - frac) + rows[lo + 1] * frac
         return fb, bins
 
     def forward(self, wave: torch.Tensor, warp: torch.Tensor | None = None) -> torch.Tensor:
