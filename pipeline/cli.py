@@ -56,6 +56,25 @@ def probability(s: str) -> float:
     return v
 
 
+def fraction(s: str) -> float:
+    """A number in [0, 1)."""
+    try:
+        v = float(s)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {s!r}") from None
+    if not 0 <= v < 1:
+        raise argparse.ArgumentTypeError(f"must be in [0, 1), got {v}")
+    return v
+
+
+def n_mfcc_arg(s: str) -> int:
+    from .config import FeatureConfig
+    v = positive_int(s)
+    if v > FeatureConfig.n_mels:
+        raise argparse.ArgumentTypeError(f"must be at most the {FeatureConfig.n_mels} mel bands, got {v}")
+    return v
+
+
 def word_list(s: str) -> tuple[str, ...]:
     words = tuple(w.strip() for w in s.split(",") if w.strip())
     if not words:
@@ -90,11 +109,21 @@ def cmd_fetch(a: argparse.Namespace) -> None:
 
 def _run_config(a: argparse.Namespace, labels: tuple[str, ...]):
     from .config import AugmentConfig, FeatureConfig, ModelConfig, RunConfig, TrainConfig
-    feats = FeatureConfig()
+    feats = FeatureConfig(n_mfcc=getattr(a, "n_mfcc", FeatureConfig.n_mfcc))
     model = ModelConfig(n_mfcc=feats.n_mfcc, hidden=a.hidden, layers=a.layers, dropout=a.dropout, n_classes=len(labels))
     aug = AugmentConfig(free_position=True, partial_word_prob=0.08) if a.free_position else AugmentConfig()
-    train = TrainConfig(epochs=a.epochs, batch_size=a.batch_size, lr=a.lr, seed=a.seed, augment=aug)
+    lr = a.lr if a.lr is not None else (1e-3 if getattr(a, "init", None) else 3e-3)
+    train = TrainConfig(epochs=a.epochs, batch_size=a.batch_size, lr=lr, seed=a.seed, augment=aug,
+                        ema_decay=getattr(a, "ema_decay", TrainConfig.ema_decay),
+                        data_repeats=tuple(getattr(a, "repeat", None) or ()))
     return RunConfig(labels=labels, features=feats, model=model, train=train)
+
+
+def _init_config(a: argparse.Namespace, init):
+    """Fine-tuning: labels, features and model from the --init checkpoint, training from the flags."""
+    from dataclasses import replace
+    base = _run_config(a, init.labels)
+    return replace(base, features=init.features, model=init.model)
 
 
 def cmd_train(a: argparse.Namespace) -> None:
@@ -102,9 +131,12 @@ def cmd_train(a: argparse.Namespace) -> None:
     import torch.distributed as dist
 
     from .checkpoint import load_checkpoint
-    from .data import prepare
+    from .data import clip_repeats, prepare
     from .train import pick_device, train
 
+    if a.repeat and len(a.repeat) != len(a.data):
+        raise ConfigError(f"--repeat: give one number per --data folder ({len(a.data)} folders, "
+                          f"{len(a.repeat)} numbers)")
     device = pick_device(a.device)
     distributed = int(os.environ.get("WORLD_SIZE", "1")) > 1
     if distributed:
@@ -112,19 +144,26 @@ def cmd_train(a: argparse.Namespace) -> None:
         if device.type == "cuda":
             device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0)))
     rank = dist.get_rank() if distributed else 0
-    # The config: from the checkpoint when resuming (flags that change the model are ignored),
-    # else from the flags with the labels the data defines.
+    # The config: from the checkpoint when resuming (flags that change the model are ignored); with
+    # --init, labels, features and model from that checkpoint and training from the flags; else all
+    # from the flags, with the labels the data defines.
     saved = load_checkpoint(a.out / "last.pt")["run_config"] if a.resume else None
-    template = saved or _run_config(a, ("a", "b"))
+    init = load_checkpoint(a.init) if a.init and not saved else None
+    template = saved or (_init_config(a, init["run_config"]) if init else _run_config(a, ("a", "b")))
+    fixed_labels = saved.labels if saved else (init["run_config"].labels if init else None)
     if distributed and rank != 0:
         dist.barrier()                       # rank 0 decodes the caches first
     data = prepare(a.data, template.features, template.train, a.cache_dir, task=a.task,
-                   words=list(a.words) if a.words else None, labels=saved.labels if saved else None,
-                   noise_dirs=a.noise_dir, jobs=a.jobs, labels_from=str(a.out / "last.pt"))
+                   words=list(a.words) if a.words else None, labels=fixed_labels, noise_dirs=a.noise_dir,
+                   jobs=a.jobs, labels_from=str(a.out / "last.pt") if saved else f"--init {a.init}")
     if distributed and rank == 0:
         dist.barrier()
-    cfg = saved or _run_config(a, data.labels)
-    result = train(cfg, data, a.out, device, resume=a.resume, precision=a.precision)
+    cfg = saved or (template if init else _run_config(a, data.labels))
+    if init and rank == 0:
+        print(f"fine-tuning from {a.init} ({len(cfg.labels)} labels, lr {cfg.train.lr:g})")
+    repeats = clip_repeats(data.splits["train"].files, a.data, cfg.train.data_repeats)
+    result = train(cfg, data, a.out, device, resume=a.resume, precision=a.precision,
+                   init_weights=init["model"] if init else None, repeats=repeats)
     if rank == 0:
         print(f"best validation accuracy {result.best_val_acc:.4f}; test {result.test_acc:.4f}; "
               f"{result.seconds / 60:.1f} min; wrote {a.out}/best.pt, last.pt, metrics.jsonl, curves.png")
@@ -162,8 +201,8 @@ def cmd_demo(a: argparse.Namespace) -> None:
     t_synth = time.time() - t0
     ta = argparse.Namespace(data=[a.data], out=run, task="auto", words=None, noise_dir=[], epochs=a.epochs,
                             batch_size=128, lr=3e-3, hidden=128, layers=2, dropout=0.15, seed=a.seed,
-                            device=a.device, precision=a.precision, free_position=False, resume=False, jobs=a.jobs,
-                            cache_dir=a.cache_dir)
+                            device=a.device, precision=a.precision, free_position=False, resume=False, init=None,
+                            repeat=None, jobs=a.jobs, cache_dir=a.cache_dir)
     cmd_train(ta)
     from .evaluate import evaluate
     from .export import export_run
@@ -232,15 +271,26 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--noise-dir", type=Path, action="append", default=[], help="extra folder of background-noise "
                    "recordings for augmentation (repeatable)")
     t.add_argument("--batch-size", type=positive_int, default=128, help="clips per batch (default 128)")
-    t.add_argument("--lr", type=positive_float, default=3e-3, help="peak learning rate (default 3e-3)")
+    t.add_argument("--lr", type=positive_float, default=None, help="peak learning rate (default 3e-3; "
+                   "1e-3 with --init)")
     t.add_argument("--hidden", type=positive_int, default=128, help="LSTM hidden size per direction (default 128)")
     t.add_argument("--layers", type=positive_int, default=2, help="stacked LSTM layers (default 2)")
-    t.add_argument("--dropout", type=probability, default=0.15, help="dropout between layers and before the head (default 0.15)")
+    t.add_argument("--n-mfcc", type=n_mfcc_arg, default=40, help="MFCC coefficients per frame, at most the 40 "
+                   "mel bands (default 40)")
+    t.add_argument("--dropout", type=fraction, default=0.15, help="dropout between layers and before the head (default 0.15)")
     t.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+    t.add_argument("--ema-decay", type=fraction, default=0.0, help="validate, keep and export an exponential moving "
+                   "average of the weights with this decay per step, e.g. 0.995 (default 0: off)")
     t.add_argument("--free-position", action="store_true", help="place each word anywhere in the window and train "
                    "8%% of keyword clips, cut to a fragment at its edge, as _unknown_: fewer false accepts in a "
                    "stream, lower accuracy on real speakers (README, Results)")
+    t.add_argument("--repeat", type=positive_int, nargs="+", default=None, metavar="N", help="how often an epoch "
+                   "uses each --data folder's training clips, one number per folder in order (default 1 each): "
+                   "e.g. --data data/synth data/mine --repeat 1 20 to let a few own recordings count")
     t.add_argument("--resume", action="store_true", help="continue the run in --out from its last.pt")
+    t.add_argument("--init", type=Path, default=None, help="fine-tune: start from this run folder (its best.pt) "
+                   "or .pt checkpoint, keeping its words, features, model and normalisation; the data must "
+                   "have clips of all its words (pass data/synth too)")
     t.add_argument("--jobs", type=positive_int, default=jobs_default(), help="processes for decoding audio")
     train_flags(t)
 

@@ -107,6 +107,7 @@ class AugmentConfig:
     speed: tuple[float, float] = (0.85, 1.15)   # resampling factor: tempo and pitch together
     vtlp: tuple[float, float] = (0.88, 1.12)    # mel filterbank warp: formants alone (vocal tract length)
     band_prob: float = 0.5             # random low-pass (channel band) 3.4-8 kHz, tilt EQ
+    eq_db: float = 0.0                 # + a smooth random EQ curve of about +-eq_db over log frequency
     reverb_prob: float = 0.3
     gain_db: tuple[float, float] = (-30.0, 8.0)       # real recordings: speech at -50 to -10 dBFS
     clip_prob: float = 0.05            # hard clipping at a random level
@@ -125,6 +126,8 @@ class TrainConfig:
     warmup_epochs: float = 1.0
     grad_clip: float = 1.0
     label_smoothing: float = 0.05
+    ema_decay: float = 0.0             # > 0: validate, keep and export an EMA of the weights
+    data_repeats: tuple[int, ...] = () # per --data folder (in order): uses of its clips per epoch
     seed: int = 0
     silence_fraction: float = 0.08     # of training clips, cut from background noise
     unknown_fraction: float = 0.10     # cap on _unknown_ clips, as a fraction of the split
@@ -134,6 +137,8 @@ class TrainConfig:
         _check(self.epochs > 0, "epochs must be positive")
         _check(self.batch_size > 0, "batch_size must be positive")
         _check(self.lr > 0, "lr must be positive")
+        _check(0.0 <= self.ema_decay < 1.0, "ema_decay must be in [0, 1)")
+        _check(all(isinstance(r, int) and r >= 1 for r in self.data_repeats), "data_repeats must be whole numbers >= 1")
 
 
 @dataclass(frozen=True)

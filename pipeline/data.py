@@ -4,6 +4,7 @@
 """
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -40,6 +41,23 @@ def noise_sources(roots: list[Path], noise_dirs: list[Path]) -> list[Path]:
             raise DatasetError(f"--noise-dir {d}: no .wav/.flac/.ogg files in it")
         files += found
     return files
+
+
+def clip_repeats(files: list[str], roots: list[Path], repeats: tuple[int, ...]) -> np.ndarray | None:
+    """Per training clip, how often an epoch uses it: ``repeats[i]`` for the clips under ``roots[i]``,
+    1 for generated silence; None when every folder is used once. (clips,) int64."""
+    if not any(r > 1 for r in repeats):
+        return None
+    if len(repeats) != len(roots):
+        raise DatasetError(f"--repeat: give one number per --data folder ({len(roots)} folders, "
+                           f"{len(repeats)} numbers)")
+    prefixes = [os.path.join(os.path.abspath(r), "") for r in roots]
+    out = np.ones(len(files), np.int64)
+    for k, f in enumerate(files):
+        if f:
+            a = os.path.abspath(f)
+            out[k] = next((n for p, n in zip(prefixes, repeats) if a.startswith(p)), 1)
+    return out
 
 
 def prepare(roots: list[Path], feats: FeatureConfig, train: TrainConfig, cache_dir: Path,

@@ -2,12 +2,15 @@
 
 ``BiLSTMClassifier``: (batch, frames, n_mfcc) raw MFCC -> (batch, classes) logits.
 ``WaveformClassifier``: (batch, samples) waveform -> (batch, classes) probabilities, front-end
-inside: the graph that is exported to ONNX.
+inside: the graph that is exported to ONNX. ``WeightEMA``: a moving average of the weights
+(``kws train --ema-decay``).
 
 The normalisation statistics (per-coefficient mean and std over the training set) are buffers of
 the classifier, fixed at training time, so they travel with the weights and into the ONNX graph.
 """
 from __future__ import annotations
+
+import copy
 
 import torch
 from torch import nn
@@ -69,6 +72,26 @@ class FramesClassifier(nn.Module):
 
     def forward(self, feats: torch.Tensor) -> torch.Tensor:
         return torch.softmax(self.classifier(feats), dim=-1)
+
+
+class WeightEMA:
+    """Exponential moving average of a model's weights: the copy that is validated, saved as
+    ``model`` in the checkpoints and exported. The decay ramps up as min(decay, (1+k)/(10+k))
+    over the first k steps, so the random initial weights do not linger."""
+
+    def __init__(self, model: torch.nn.Module, decay: float):
+        self.decay, self.updates = decay, 0
+        self.model = copy.deepcopy(model).eval()
+        for p in self.model.parameters():
+            p.requires_grad_(False)
+
+    @torch.no_grad()
+    def update(self, model: torch.nn.Module) -> None:
+        self.updates += 1
+        d = min(self.decay, (1 + self.updates) / (10 + self.updates))
+        torch._foreach_lerp_(list(self.model.parameters()), [p.detach() for p in model.parameters()], 1.0 - d)
+        for b, src in zip(self.model.buffers(), model.buffers()):
+            b.copy_(src)
 
 
 def count_parameters(model: nn.Module) -> int:

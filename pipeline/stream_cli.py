@@ -1,4 +1,5 @@
-"""`kws stream`, `kws devices`, `kws stream-eval`: the device-side commands (torch is never imported)."""
+"""`kws stream`, `kws devices`, `kws record`, `kws stream-eval`: the device-side commands (torch is never
+imported)."""
 from __future__ import annotations
 
 import argparse
@@ -129,8 +130,18 @@ def run_stream_eval(a: argparse.Namespace) -> None:
                 noise_dirs=a.noise_dir)
 
 
+def check_speaker_arg(s: str) -> str:
+    from .record import check_speaker
+    try:
+        return check_speaker(s)
+    except StreamError as e:
+        raise argparse.ArgumentTypeError(str(e).split(": ", 1)[1]) from None
+
+
 def add_stream_commands(add) -> None:
-    from .cli import positive_float, positive_int, probability
+    from .cli import positive_float, positive_int, probability, word_list
+    from .config import DEFAULT_WORDS
+    from .record import run_record
 
     def common(sp: argparse.ArgumentParser) -> None:
         sp.add_argument("--model", type=Path, required=True, help="exported model.onnx (its .frontend and .frames "
@@ -153,6 +164,19 @@ def add_stream_commands(add) -> None:
     s.add_argument("--seconds", type=positive_float, default=None, help="stop listening after N seconds (default: until Ctrl-C)")
 
     add("devices", run_devices, "List audio input devices (index, name, channels, rate; * = default).")
+
+    r = add("record", run_record, "Record takes of each word from a microphone into DIR/<word>/ (to adapt a model "
+            "to your voice with `kws train --init`).")
+    r.add_argument("--out", type=Path, default=Path("data/mine"), help="dataset folder to add to (default data/mine)")
+    r.add_argument("--words", type=word_list, default=DEFAULT_WORDS, help="comma-separated words to record "
+                   "(default: the 20 default words)")
+    r.add_argument("--model", type=Path, default=None, help="record the words of this model.onnx instead of --words")
+    r.add_argument("--takes", type=positive_int, default=5, help="recordings per word (default 5)")
+    r.add_argument("--speaker", type=check_speaker_arg, default="me", help="name in the file names: "
+                   "<word>/<speaker>_<word>_<n>.wav (letters, digits, '-'; default me)")
+    r.add_argument("--device", default=None, help="input device index or name substring (default: the system default)")
+    r.add_argument("--timeout", type=positive_float, default=8.0, help="give up when no speech is heard for this many "
+                   "seconds after a prompt (default 8)")
 
     e = add("stream-eval", run_stream_eval, "Measure hit rate, false accepts/hour, latency and real-time factor on a "
             "long synthetic stream built from a dataset's test split.")

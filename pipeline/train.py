@@ -33,7 +33,7 @@ from .config import UNKNOWN, RunConfig
 from .data import PreparedData
 from .datasets.augment import Augmenter
 from .features import MFCC, spec_augment
-from .model import BiLSTMClassifier, count_parameters
+from .model import BiLSTMClassifier, WeightEMA, count_parameters
 from .plots import plot_curves
 
 
@@ -217,8 +217,11 @@ def _set_rng_state(st: dict) -> None:
 
 
 def train(cfg: RunConfig, data: PreparedData, run_dir: Path, device: torch.device,
-          resume: bool = False, log=print, precision: str = "auto") -> TrainResult:
-    """Train ``cfg`` on ``data`` into ``run_dir``; with ``resume`` continue from ``run_dir/last.pt``."""
+          resume: bool = False, log=print, precision: str = "auto",
+          init_weights: dict | None = None, repeats: np.ndarray | None = None) -> TrainResult:
+    """Train ``cfg`` on ``data`` into ``run_dir``; with ``resume`` continue from ``run_dir/last.pt``;
+    with ``init_weights`` (a classifier state dict, normalisation included) fine-tune from them.
+    ``repeats`` (train clips,): how often each clip is used per epoch (oversampling; default once)."""
     distributed = int(os.environ.get("WORLD_SIZE", "1")) > 1
     rank, world = (dist.get_rank(), dist.get_world_size()) if distributed else (0, 1)
     main = rank == 0
@@ -237,13 +240,16 @@ def train(cfg: RunConfig, data: PreparedData, run_dir: Path, device: torch.devic
     model = BiLSTMClassifier(cfg.model).to(device)
     augment = Augmenter(tc.augment, cfg.features, data.noise_bank, device)
 
-    steps_per_epoch = max(1, len(train_clips) // (tc.batch_size * world))
+    pool = torch.arange(len(train_clips))             # an epoch's clip indices, oversampled ones repeated
+    if repeats is not None:
+        pool = torch.repeat_interleave(pool, torch.as_tensor(repeats, dtype=torch.long))
+    steps_per_epoch = max(1, len(pool) // (tc.batch_size * world))
     total_steps = steps_per_epoch * tc.epochs
     opt = torch.optim.AdamW(model.parameters(), lr=tc.lr, weight_decay=tc.weight_decay)
     start_epoch, best_acc, history = 0, -1.0, []
     if resume:
         ck = load_checkpoint(run_dir / "last.pt", expect=cfg)
-        model.load_state_dict(ck["model"])
+        model.load_state_dict(ck.get("train_model", ck["model"]))
         opt.load_state_dict(ck["optimizer"])
         start_epoch, best_acc, history = ck["epoch"], ck["best_val_acc"], ck.get("history", [])
         _set_rng_state(ck["rng"])
@@ -252,26 +258,35 @@ def train(cfg: RunConfig, data: PreparedData, run_dir: Path, device: torch.devic
         if main:
             log(f"resuming {run_dir} after epoch {start_epoch} (best val acc {best_acc:.4f})")
     else:
-        mean, std = feature_stats(train_clips, frontend)
-        model.set_normalisation(mean.to(device), std.to(device))
+        if init_weights is not None:             # its normalisation statistics come with it
+            model.load_state_dict(init_weights)
+        else:
+            mean, std = feature_stats(train_clips, frontend)
+            model.set_normalisation(mean.to(device), std.to(device))
         if main:
             (run_dir / "metrics.jsonl").write_text("")
     net = torch.nn.parallel.DistributedDataParallel(model) if distributed else model
+    ema = WeightEMA(model, tc.ema_decay) if tc.ema_decay > 0 else None
+    if ema is not None and resume:
+        ema.model.load_state_dict(ck["model"])
+        ema.updates = start_epoch * steps_per_epoch
+    kept_model = ema.model if ema is not None else model      # what is validated, saved and exported
     unknown = cfg.labels.index(UNKNOWN) if UNKNOWN in cfg.labels else None
     keywords = torch.tensor([not l.startswith("_") for l in cfg.labels])
     step_fn = TrainStep(net, model, frontend, augment, opt, tc, device, amp, unknown, keywords)
     if main:
         log(f"model: {count_parameters(model):,} parameters; {len(train_clips)} train / {len(val_clips)} val "
-            f"clips; {len(cfg.labels)} labels; device {device}" + (f" x{world}" if distributed else "")
+            f"clips" + (f" ({len(pool)} uses per epoch with --repeat)" if len(pool) != len(train_clips) else "")
+            + f"; {len(cfg.labels)} labels; device {device}" + (f" x{world}" if distributed else "")
             + (" (bf16 autocast)" if amp else " (fp32)"))
 
     t0 = time.time()
     gen = torch.Generator().manual_seed(tc.seed)
     for _ in range(start_epoch):                     # keep the permutation stream aligned on resume
-        torch.randperm(len(train_clips), generator=gen)
+        torch.randperm(len(pool), generator=gen)
     for epoch in range(start_epoch, tc.epochs):
         net.train()
-        perm = torch.randperm(len(train_clips), generator=gen)[rank::world]
+        perm = pool[torch.randperm(len(pool), generator=gen)][rank::world]
         te, loss_sum, correct, seen = time.time(), 0.0, 0, 0
         bar = tqdm(range(steps_per_epoch), desc=f"epoch {epoch + 1}/{tc.epochs}", unit="batch",
                    leave=False, disable=not main)
@@ -282,11 +297,13 @@ def train(cfg: RunConfig, data: PreparedData, run_dir: Path, device: torch.devic
             idx = perm[i * tc.batch_size:(i + 1) * tc.batch_size]
             x, y = train_clips.batch(idx.to(device) if train_clips.on_device else idx)
             loss, logits, y = step_fn(x, y)
+            if ema is not None:
+                ema.update(model)
             loss_sum += loss.item() * len(y)
             correct += (logits.argmax(-1) == y).sum().item()
             seen += len(y)
             bar.set_postfix(loss=f"{loss_sum / seen:.3f}", acc=f"{correct / seen:.3f}")
-        val_loss, val_acc, _ = evaluate_split(model, frontend, val_clips, 512, amp)
+        val_loss, val_acc, _ = evaluate_split(kept_model, frontend, val_clips, 512, amp)
         if not main:
             continue
         rec = {"epoch": epoch + 1, "train_loss": loss_sum / max(1, seen), "train_acc": correct / max(1, seen),
@@ -297,9 +314,11 @@ def train(cfg: RunConfig, data: PreparedData, run_dir: Path, device: torch.devic
             f.write(json.dumps(rec) + "\n")
         improved = val_acc > best_acc
         best_acc = max(best_acc, val_acc)
-        state = {"model": model.state_dict(), "optimizer": opt.state_dict(), "config": cfg.to_dict(),
+        state = {"model": kept_model.state_dict(), "optimizer": opt.state_dict(), "config": cfg.to_dict(),
                  "labels": list(cfg.labels), "epoch": epoch + 1, "best_val_acc": best_acc,
                  "history": history, "rng": _rng_state()}
+        if ema is not None:                          # the raw weights, to resume training from
+            state["train_model"] = model.state_dict()
         save_checkpoint(state, run_dir / "last.pt")
         if improved:
             save_checkpoint(state, run_dir / "best.pt")

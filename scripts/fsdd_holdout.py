@@ -3,9 +3,11 @@
 evaluate on that speaker; for each of the four speakers in turn.
 
     python scripts/fsdd_holdout.py [--synth data/synth] [--epochs 20] [--speakers jackson,theo]
+    python scripts/fsdd_holdout.py --init runs/default --epochs 5     # fine-tune the default model
 
 FSDD is linked (not copied) into git-ignored folders under data/: data/fsdd_minus_<spk>/ and
-data/fsdd_only_<spk>/. Runs go to runs/fsdd_minus_<spk>/. Last line: name=value pairs.
+data/fsdd_only_<spk>/. Runs go to runs/fsdd_minus_<spk>/ (with --init: runs/ft_fsdd_minus_<spk>/).
+Last line: name=value pairs.
 """
 from __future__ import annotations
 
@@ -34,6 +36,7 @@ def main() -> None:
     ap.add_argument("--synth", type=Path, default=REPO / "data" / "synth")
     ap.add_argument("--epochs", type=int, default=20)
     ap.add_argument("--speakers", default="jackson,nicolas,theo,yweweler")
+    ap.add_argument("--init", type=Path, default=None, help="fine-tune this run instead of training from scratch")
     a = ap.parse_args()
     from pipeline.evaluate import evaluate
     res = {}
@@ -41,10 +44,11 @@ def main() -> None:
         minus, only = REPO / "data" / f"fsdd_minus_{spk}", REPO / "data" / f"fsdd_only_{spk}"
         link_tree(a.fsdd, minus, lambda f: not f.name.startswith(spk + "_"))
         link_tree(a.fsdd, only, lambda f: f.name.startswith(spk + "_"))
-        run = REPO / "runs" / f"fsdd_minus_{spk}"
+        run = REPO / "runs" / (f"ft_fsdd_minus_{spk}" if a.init else f"fsdd_minus_{spk}")
         if not (run / "best.pt").is_file():
             subprocess.run([sys.executable, "-m", "pipeline.cli", "train", "--data", str(a.synth), str(minus),
-                            "--out", str(run), "--epochs", str(a.epochs)], cwd=REPO, check=True)
+                            "--out", str(run), "--epochs", str(a.epochs)]
+                           + (["--init", str(a.init)] if a.init else []), cwd=REPO, check=True)
         rep = evaluate(run, [only], "all", jobs=2, log=lambda *x: None)
         res[spk], n = target_accuracy(rep)
         print(f"held-out speaker {spk}: accuracy {res[spk]:.4f} on {n} clips", flush=True)

@@ -37,6 +37,29 @@ def test_lowpass_removes_high_band():
     assert (hi < 0.5).float().mean() > 0.8
 
 
+def test_random_eq_is_a_bounded_smooth_curve_that_differs_per_clip():
+    """The channel filter seen through an impulse: in 500-3000 Hz (no band edges there) its gain is the
+    tilt (+-4 dB/octave) plus the EQ curve (at most eq_db * (1 + 1/2 + 1/3)), and each clip gets its own."""
+    torch.manual_seed(0)
+    feats = FeatureConfig()
+    x = torch.zeros(16, 16000)
+    x[:, 8000] = 1.0                     # mid-window: the zero-phase filter's response fits around it
+    gains = {}
+    for eq in (0.0, 6.0):
+        torch.manual_seed(1)
+        aug = Augmenter(AugmentConfig(band_prob=1.0, reverb_prob=0.0, eq_db=eq), feats, [], "cpu")
+        f = torch.fft.rfftfreq(16000, 1 / 16000)
+        db = 20 * torch.log10(torch.fft.rfft(aug.channel(x)).abs().clamp(min=1e-9))
+        gains[eq] = db[:, (f > 500) & (f < 3000)]
+        octaves = torch.log2(f[(f > 500) & (f < 3000)] / 1000).abs()
+    bound = 4 * octaves + 6.0 * (1 + 1 / 2 + 1 / 3) + 0.5
+    assert (gains[6.0].abs() <= bound).all()
+    assert (gains[0.0].abs() <= 4 * octaves + 0.5).all()
+    assert (gains[6.0] - gains[0.0]).abs().amax(1).min() > 0.5        # every clip is coloured differently
+    assert gains[6.0].std(0).mean() > 1.0
+    assert gains[6.0].diff(dim=1).abs().max() < 0.5                  # smooth: no jumps between bins
+
+
 def test_deterministic_under_seed():
     aug = Augmenter(AugmentConfig(), FeatureConfig(), list(synthetic_noises(16000, 5, 0).values()), "cpu")
     x = torch.randn(4, 16000) * 0.05

@@ -14,7 +14,7 @@ def assert_user_error(p, *needles):
 
 
 def test_help_on_every_command():
-    for cmd in ["synth", "fetch", "train", "export", "predict", "evaluate", "demo", "stream", "devices", "stream-eval"]:
+    for cmd in ["synth", "fetch", "train", "export", "predict", "evaluate", "demo", "stream", "devices", "record", "stream-eval"]:
         p = kws(cmd, "--help")
         assert "--help" in p.stdout or "-h" in p.stdout
     assert "COMMAND" in kws("--help").stdout
@@ -46,8 +46,14 @@ def test_corrupt_and_non_audio_files(tmp_path):
     (["train", "--data", "x", "--out", "y", "--lr", "-1"], "--lr"),
     (["train", "--data", "x", "--out", "y", "--dropout", "1.5"], "--dropout"),
     (["train", "--data", "x", "--out", "y", "--task", "99"], "--task"),
+    (["train", "--data", "x", "--out", "y", "--ema-decay", "1"], "--ema-decay"),
+    (["train", "--data", "x", "--out", "y", "--n-mfcc", "41"], "--n-mfcc"),
+    (["train", "--data", "x", "z", "--out", "y", "--repeat", "1"], "--repeat"),
+    (["train", "--data", "x", "--out", "y", "--repeat", "0"], "--repeat"),
     (["synth", "--words", ",,"], "--words"),
     (["synth", "--engines", "festival"], "--engines"),
+    (["record", "--speaker", "a_b"], "--speaker"),
+    (["record", "--takes", "0"], "--takes"),
     (["stream-eval", "--model", "m.onnx", "--data", "d", "--minutes", "abc"], "--minutes"),
 ])
 def test_bad_flag_values(args, needle):

@@ -104,3 +104,16 @@ def test_empty_and_missing_folders(tmp_path):
     (tmp_path / "empty" / "yes").mkdir(parents=True)
     with pytest.raises(DatasetError, match="no audio files"):
         scan(tmp_path / "empty")
+
+
+def test_clip_repeats_follow_the_data_folders(tmp_path):
+    from pipeline.data import clip_repeats
+    a, b = tmp_path / "synth", tmp_path / "mine"
+    files = [str(a / "yes" / "s1_nohash_0.wav"), str(b / "yes" / "me_nohash_0.wav"), "",
+             str(tmp_path / "synth2" / "no" / "x.wav")]                 # a sibling whose name starts alike
+    assert clip_repeats(files, [a, b], (1, 1)) is None
+    assert clip_repeats(files, [a, b], ()) is None
+    assert clip_repeats(files, [a, b], (1, 20)).tolist() == [1, 20, 1, 1]
+    assert clip_repeats(files, [a, b], (3, 1)).tolist() == [3, 1, 1, 1]
+    with pytest.raises(DatasetError, match="--repeat"):
+        clip_repeats(files, [a, b], (1, 2, 3))

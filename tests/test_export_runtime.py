@@ -108,3 +108,13 @@ def test_missing_and_unlabelled_models(tmp_path, tiny_model):
     (tmp_path / "junk.onnx").write_bytes(b"not a model")
     with pytest.raises(ModelError, match="not a loadable ONNX model"):
         OnnxModel(tmp_path / "junk.onnx")
+
+
+def test_record_never_imports_torch(tiny_model, tmp_path):
+    """`kws record` reads the words from the ONNX model and opens the device without torch (here the
+    device does not exist: a one-line error, exit 2, and still no torch)."""
+    args = ["record", "--model", tiny_model, "--out", tmp_path / "mine", "--device", "no-such-mic-xyz"]
+    p = subprocess.run([sys.executable, "-c", BLOCK_TORCH, *map(str, args)], cwd=REPO, capture_output=True, text=True)
+    assert p.returncode == 2, p.stderr
+    assert "Traceback" not in p.stderr and ("no-such-mic-xyz" in p.stderr or "no audio input" in p.stderr
+                                            or "sounddevice" in p.stderr), p.stderr

@@ -106,3 +106,58 @@ def test_unknown_device_lists_available(virtual_mic, tiny_model):
     p = kws("stream", "--model", tiny_model, "--mic", "--device", "no-such-mic-xyz", "--seconds", "1", check=False)
     assert p.returncode == 2 and "no-such-mic-xyz" in p.stderr and "available:" in p.stderr
     assert "Traceback" not in p.stderr
+
+
+def test_record_writes_each_prompted_word(virtual_mic, tiny_data, tmp_path):
+    """`kws record` prompts for each word; the word is spoken into the virtual microphone after
+    each prompt, and lands centred in DIR/<word>/<speaker>_<word>_0.wav."""
+    import queue
+    import soundfile as sf
+    from pipeline.audio import speech_bounds, trim
+
+    words = {w: trim(read_audio(sorted((tiny_data / w).glob("*.wav"))[0], 16000), 16000, top_db=30)
+             for w in ("yes", "no")}
+    pending: queue.Queue = queue.Queue()
+    stop = threading.Event()
+
+    def source() -> None:                        # silence, and each queued word at real-time pace
+        fd = os.open(virtual_mic, os.O_WRONLY)
+        try:
+            buf, t0, n = np.zeros(0, np.int16), time.perf_counter(), 0
+            while not stop.is_set():
+                if not len(buf) and not pending.empty():
+                    buf = to_int16(pending.get())
+                chunk, buf = buf[:320], buf[320:]
+                os.write(fd, np.concatenate([chunk, np.zeros(320 - len(chunk), np.int16)]).tobytes())
+                n += 1
+                time.sleep(max(0.0, t0 + n * 320 / 16000 - time.perf_counter()))
+        finally:
+            os.close(fd)
+
+    writer = threading.Thread(target=source, daemon=True)
+    writer.start()
+    out = tmp_path / "mine"
+    proc = subprocess.Popen([sys.executable, "-m", "pipeline.cli", "record", "--out", str(out), "--words", "yes,no",
+                             "--takes", "1", "--speaker", "tester", "--device", "pulse", "--timeout", "10"],
+                            cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    err_lines = []
+    try:
+        for line in proc.stderr:
+            err_lines.append(line)
+            if line.startswith("say '"):
+                w = line.split("'")[1]
+                time.sleep(0.5)                   # the person takes a moment
+                pending.put(np.concatenate([words[w], np.zeros(8000, np.float32)]))
+        proc.wait(timeout=60)
+    finally:
+        stop.set()
+        writer.join(5)
+    err = "".join(err_lines)
+    assert proc.returncode == 0, err
+    for w, audio in words.items():
+        x, sr = sf.read(out / w / f"tester_{w}_0.wav", dtype="float32")
+        assert sr == 16000 and x.shape == (16000,), err
+        s, e = speech_bounds(x, sr, top_db=30)
+        assert abs((s + e) / 2 - 8000) < 800 and abs((e - s) - len(audio)) < 0.1 * sr, (s, e, len(audio))
+        c = np.correlate(x, audio, mode="valid")
+        assert c.max() > 0.95 * np.dot(audio, audio), err        # the word itself, not noise

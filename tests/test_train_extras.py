@@ -78,3 +78,68 @@ def test_train_step_relabels_cut_words_as_unknown():
     loss, logits, y2 = step(x, y)
     assert torch.isfinite(loss) and logits.shape == (8, 4)
     assert y2.tolist() == [3, 3, 2, 3, 3, 3, 2, 3]
+
+
+def test_weight_ema_follows_the_update_rule():
+    """ema <- d * ema + (1 - d) * w with d = min(decay, (1+k)/(10+k)) after the k-th update; buffers copied."""
+    from pipeline.config import ModelConfig
+    from pipeline.model import BiLSTMClassifier, WeightEMA
+
+    torch.manual_seed(0)
+    model = BiLSTMClassifier(ModelConfig(hidden=4, layers=1, n_classes=3))
+    ema = WeightEMA(model, decay=0.5)
+    start = [p.detach().clone() for p in ema.model.parameters()]
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(1.0)
+        model.feat_mean.fill_(2.0)
+    ema.update(model)                                             # k = 1: d = min(0.5, 2/11)
+    d = 2 / 11
+    for e, s, p in zip(ema.model.parameters(), start, model.parameters()):
+        torch.testing.assert_close(e, d * s + (1 - d) * p, rtol=0, atol=1e-6)
+        assert not e.requires_grad
+    assert torch.equal(ema.model.feat_mean, model.feat_mean)
+
+
+def test_ema_run_exports_the_average_and_resumes_from_the_raw_weights(tiny_data, tmp_path):
+    run, cache = tmp_path / "ema", tmp_path / "cache"
+    common = ["--cache-dir", cache, "--device", "cpu", "--jobs", "1"]
+    kws("train", "--data", tiny_data, "--out", run, "--epochs", "2", "--hidden", "16", "--layers", "1",
+        "--batch-size", "32", "--ema-decay", "0.9", *common)
+    ck = torch.load(run / "last.pt", weights_only=True)
+    assert ck["config"]["train"]["ema_decay"] == 0.9
+    w = "lstm.weight_ih_l0"
+    assert not torch.equal(ck["model"][w], ck["train_model"][w])   # the average is not the last step
+    # Make it look killed after epoch 1, then resume: training continues from the raw weights.
+    ck["epoch"], ck["history"] = 1, ck["history"][:1]
+    torch.save(ck, run / "last.pt")
+    p = kws("train", "--data", tiny_data, "--out", run, "--resume", *common)
+    assert f"resuming {run} after epoch 1" in p.stdout
+    assert torch.load(run / "last.pt", weights_only=True)["epoch"] == 2
+    kws("export", run)
+    assert (run / "model.onnx").is_file()
+
+
+def test_init_fine_tunes_from_a_checkpoint(tiny_run, tiny_data, tmp_path):
+    """--init keeps the checkpoint's words, features, model and normalisation; training flags apply."""
+    import shutil
+    common = ["--cache-dir", tmp_path / "c", "--device", "cpu", "--jobs", "1"]
+    run = tmp_path / "ft"
+    p = kws("train", "--data", tiny_data, "--out", run, "--init", tiny_run, "--epochs", "1", "--hidden", "16",
+            "--batch-size", "32", *common)
+    assert f"fine-tuning from {tiny_run}" in p.stdout
+    src = torch.load(tiny_run / "best.pt", weights_only=True)
+    ck = torch.load(run / "last.pt", weights_only=True)
+    assert ck["config"]["model"] == src["config"]["model"]            # --hidden 16 does not apply
+    assert ck["config"]["labels"] == src["config"]["labels"]
+    assert ck["config"]["train"]["lr"] == 1e-3 and ck["config"]["train"]["epochs"] == 1
+    assert torch.equal(ck["model"]["feat_mean"], src["model"]["feat_mean"])
+    assert not torch.equal(ck["model"]["lstm.weight_ih_l0"], src["model"]["lstm.weight_ih_l0"])
+    # data without some of the checkpoint's words, and a missing checkpoint: one line, exit 2
+    one = tmp_path / "one"
+    word = next(d for d in sorted(tiny_data.iterdir()) if d.is_dir() and not d.name.startswith("_"))
+    shutil.copytree(word, one / word.name)
+    for args, needle in (([one], "--init"), ([tiny_data, "--init", tmp_path / "none.pt"], "no such checkpoint")):
+        p = kws("train", "--data", *args[:1], "--out", tmp_path / "ft2", *(args[1:] or ["--init", tiny_run]),
+                *common, check=False)
+        assert p.returncode == 2 and "Traceback" not in p.stderr and needle in p.stderr, p.stderr

@@ -117,6 +117,12 @@ class Augmenter:
             lowpass = torch.sigmoid((cutoff - f) / (0.03 * cutoff))
             highpass = torch.sigmoid((f - _uniform((20.0, 300.0), k, dev).unsqueeze(1)) / 20.0)
             tilt_db = _uniform((-4.0, 4.0), k, dev).unsqueeze(1) * self.log2f
+            if self.cfg.eq_db > 0:           # a smooth random EQ curve over log frequency (microphone colour)
+                u = ((self.log2f - self.log2f[0]) / (self.log2f[-1] - self.log2f[0])).unsqueeze(0)   # (1, freqs)
+                j = torch.arange(1, 4, device=dev).float().view(1, 3, 1)
+                amp = _uniform((-1.0, 1.0), 3 * k, dev).view(k, 3, 1) / j
+                phase = _uniform((0.0, 2 * math.pi), 3 * k, dev).view(k, 3, 1)
+                tilt_db = tilt_db + self.cfg.eq_db * (amp * torch.cos(math.pi * j * u.unsqueeze(1) + phase)).sum(1)
             spec[band] = spec[band] * (lowpass * highpass * torch.exp(tilt_db * (math.log(10) / 20)))
         if len(reverb):
             k, sr = len(reverb), self.feats.sample_rate
