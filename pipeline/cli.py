@@ -39,11 +39,15 @@ def nonneg_int(s: str) -> int:
     return v
 
 
-def positive_float(s: str) -> float:
+def _number(s: str) -> float:
     try:
-        v = float(s)
+        return float(s)
     except ValueError:
         raise argparse.ArgumentTypeError(f"expected a number, got {s!r}") from None
+
+
+def positive_float(s: str) -> float:
+    v = _number(s)
     if not v > 0:
         raise argparse.ArgumentTypeError(f"must be positive, got {v}")
     return v
@@ -58,10 +62,7 @@ def probability(s: str) -> float:
 
 def fraction(s: str) -> float:
     """A number in [0, 1)."""
-    try:
-        v = float(s)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number, got {s!r}") from None
+    v = _number(s)
     if not 0 <= v < 1:
         raise argparse.ArgumentTypeError(f"must be in [0, 1), got {v}")
     return v
@@ -131,12 +132,9 @@ def cmd_train(a: argparse.Namespace) -> None:
     import torch.distributed as dist
 
     from .checkpoint import load_checkpoint
-    from .data import clip_repeats, prepare
+    from .data import check_repeats, clip_repeats, prepare
     from .train import pick_device, train
 
-    if a.repeat and len(a.repeat) != len(a.data):
-        raise ConfigError(f"--repeat: give one number per --data folder ({len(a.data)} folders, "
-                          f"{len(a.repeat)} numbers)")
     device = pick_device(a.device)
     distributed = int(os.environ.get("WORLD_SIZE", "1")) > 1
     if distributed:
@@ -151,6 +149,7 @@ def cmd_train(a: argparse.Namespace) -> None:
     init = load_checkpoint(a.init) if a.init and not saved else None
     template = saved or (_init_config(a, init["run_config"]) if init else _run_config(a, ("a", "b")))
     fixed_labels = saved.labels if saved else (init["run_config"].labels if init else None)
+    check_repeats(a.data, template.train.data_repeats)          # before any decoding
     if distributed and rank != 0:
         dist.barrier()                       # rank 0 decodes the caches first
     data = prepare(a.data, template.features, template.train, a.cache_dir, task=a.task,

@@ -43,14 +43,19 @@ def noise_sources(roots: list[Path], noise_dirs: list[Path]) -> list[Path]:
     return files
 
 
+def check_repeats(roots: list[Path], repeats: tuple[int, ...]) -> None:
+    """``repeats`` (the --repeat flag) needs one number per data folder, or none at all."""
+    if repeats and len(repeats) != len(roots):
+        raise DatasetError(f"--repeat: give one number per --data folder ({len(roots)} folders, "
+                           f"{len(repeats)} numbers)")
+
+
 def clip_repeats(files: list[str], roots: list[Path], repeats: tuple[int, ...]) -> np.ndarray | None:
     """Per training clip, how often an epoch uses it: ``repeats[i]`` for the clips under ``roots[i]``,
     1 for generated silence; None when every folder is used once. (clips,) int64."""
+    check_repeats(roots, repeats)
     if not any(r > 1 for r in repeats):
         return None
-    if len(repeats) != len(roots):
-        raise DatasetError(f"--repeat: give one number per --data folder ({len(roots)} folders, "
-                           f"{len(repeats)} numbers)")
     prefixes = [os.path.join(os.path.abspath(r), "") for r in roots]
     out = np.ones(len(files), np.int64)
     for k, f in enumerate(files):

@@ -8,6 +8,7 @@ Skips, saying why, only where PulseAudio or PortAudio cannot start.
 """
 import json
 import os
+import queue
 import shutil
 import subprocess
 import sys
@@ -57,23 +58,18 @@ def virtual_mic():
         subprocess.run(["kill", started], capture_output=True)
 
 
-def feed(fifo: Path, audio: np.ndarray, play: threading.Event, stop: threading.Event) -> None:
-    """Write 16 kHz mono s16le into the FIFO at real-time pace: silence until ``play`` is set,
-    then ``audio``, then silence again until ``stop``."""
+def feed(fifo: Path, pending: queue.Queue, stop: threading.Event) -> None:
+    """Write 16 kHz mono s16le into the FIFO at real-time pace until ``stop``: each audio put in
+    ``pending`` in turn, silence in between."""
     fd = os.open(fifo, os.O_WRONLY)
     try:
         block = 320                                           # 20 ms
-        data, k = to_int16(audio), None
-        t0, n = time.perf_counter(), 0
+        buf, t0, n = np.zeros(0, np.int16), time.perf_counter(), 0
         while not stop.is_set():
-            if k is None and play.is_set():
-                k = 0
-            chunk = data[k * block:(k + 1) * block] if k is not None else data[:0]
-            if k is not None:
-                k += 1
-            if len(chunk) < block:
-                chunk = np.concatenate([chunk, np.zeros(block - len(chunk), np.int16)])
-            os.write(fd, chunk.tobytes())
+            if not len(buf) and not pending.empty():
+                buf = to_int16(pending.get())
+            chunk, buf = buf[:block], buf[block:]
+            os.write(fd, np.concatenate([chunk, np.zeros(block - len(chunk), np.int16)]).tobytes())
             n += 1
             time.sleep(max(0.0, t0 + n * block / 16000 - time.perf_counter()))
     finally:
@@ -82,16 +78,15 @@ def feed(fifo: Path, audio: np.ndarray, play: threading.Event, stop: threading.E
 
 def test_mic_stream_reports_the_spoken_word(virtual_mic, tiny_model, tiny_data):
     word = read_audio(sorted((tiny_data / "yes").glob("*.wav"))[0], 16000)
-    play, stop = threading.Event(), threading.Event()
-    writer = threading.Thread(target=feed, args=(virtual_mic, np.concatenate([word, np.zeros(16000, np.float32)]),
-                                                 play, stop), daemon=True)
+    pending, stop = queue.Queue(), threading.Event()
+    writer = threading.Thread(target=feed, args=(virtual_mic, pending, stop), daemon=True)
     writer.start()                                            # the source runs while kws starts
     proc = subprocess.Popen([sys.executable, "-m", "pipeline.cli", "stream", "--model", str(tiny_model), "--mic",
                              "--device", "pulse", "--seconds", "8", "--json", "--threshold", "0.5"],
                             cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         time.sleep(4.0)
-        play.set()
+        pending.put(word)
         out, err = proc.communicate(timeout=60)
     finally:
         stop.set()
@@ -111,30 +106,13 @@ def test_unknown_device_lists_available(virtual_mic, tiny_model):
 def test_record_writes_each_prompted_word(virtual_mic, tiny_data, tmp_path):
     """`kws record` prompts for each word; the word is spoken into the virtual microphone after
     each prompt, and lands centred in DIR/<word>/<speaker>_<word>_0.wav."""
-    import queue
     import soundfile as sf
     from pipeline.audio import speech_bounds, trim
 
     words = {w: trim(read_audio(sorted((tiny_data / w).glob("*.wav"))[0], 16000), 16000, top_db=30)
              for w in ("yes", "no")}
-    pending: queue.Queue = queue.Queue()
-    stop = threading.Event()
-
-    def source() -> None:                        # silence, and each queued word at real-time pace
-        fd = os.open(virtual_mic, os.O_WRONLY)
-        try:
-            buf, t0, n = np.zeros(0, np.int16), time.perf_counter(), 0
-            while not stop.is_set():
-                if not len(buf) and not pending.empty():
-                    buf = to_int16(pending.get())
-                chunk, buf = buf[:320], buf[320:]
-                os.write(fd, np.concatenate([chunk, np.zeros(320 - len(chunk), np.int16)]).tobytes())
-                n += 1
-                time.sleep(max(0.0, t0 + n * 320 / 16000 - time.perf_counter()))
-        finally:
-            os.close(fd)
-
-    writer = threading.Thread(target=source, daemon=True)
+    pending, stop = queue.Queue(), threading.Event()
+    writer = threading.Thread(target=feed, args=(virtual_mic, pending, stop), daemon=True)
     writer.start()
     out = tmp_path / "mine"
     proc = subprocess.Popen([sys.executable, "-m", "pipeline.cli", "record", "--out", str(out), "--words", "yes,no",
@@ -147,7 +125,7 @@ def test_record_writes_each_prompted_word(virtual_mic, tiny_data, tmp_path):
             if line.startswith("say '"):
                 w = line.split("'")[1]
                 time.sleep(0.5)                   # the person takes a moment
-                pending.put(np.concatenate([words[w], np.zeros(8000, np.float32)]))
+                pending.put(words[w])
         proc.wait(timeout=60)
     finally:
         stop.set()

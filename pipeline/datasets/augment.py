@@ -51,7 +51,8 @@ class Augmenter:
         self.noise = torch.from_numpy(np.concatenate(bank)).to(self.device) if bank else None
         self.n_fft = _fast_fft_size(n + int(0.4 * feats.sample_rate))               # room for the reverb tail
         self.freqs = torch.fft.rfftfreq(self.n_fft, 1.0 / feats.sample_rate).to(self.device)
-        self.log2f = torch.log2(self.freqs.clamp(min=50.0) / 1000.0)
+        self.log2f = torch.log2(self.freqs.clamp(min=50.0) / 1000.0)                 # tilt axis, octaves re 1 kHz
+        self.log2f_unit = (self.log2f - self.log2f[0]) / (self.log2f[-1] - self.log2f[0])  # EQ axis, 0..1
 
     def word_bounds(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """(batch, samples) -> first and last sample (batch,) of the 10-ms frames within 30 dB
@@ -118,11 +119,11 @@ class Augmenter:
             highpass = torch.sigmoid((f - _uniform((20.0, 300.0), k, dev).unsqueeze(1)) / 20.0)
             tilt_db = _uniform((-4.0, 4.0), k, dev).unsqueeze(1) * self.log2f
             if self.cfg.eq_db > 0:           # a smooth random EQ curve over log frequency (microphone colour)
-                u = ((self.log2f - self.log2f[0]) / (self.log2f[-1] - self.log2f[0])).unsqueeze(0)   # (1, freqs)
                 j = torch.arange(1, 4, device=dev).float().view(1, 3, 1)
                 amp = _uniform((-1.0, 1.0), 3 * k, dev).view(k, 3, 1) / j
                 phase = _uniform((0.0, 2 * math.pi), 3 * k, dev).view(k, 3, 1)
-                tilt_db = tilt_db + self.cfg.eq_db * (amp * torch.cos(math.pi * j * u.unsqueeze(1) + phase)).sum(1)
+                curve = amp * torch.cos(math.pi * j * self.log2f_unit.view(1, 1, -1) + phase)  # (k, 3, freqs)
+                tilt_db = tilt_db + self.cfg.eq_db * curve.sum(1)
             spec[band] = spec[band] * (lowpass * highpass * torch.exp(tilt_db * (math.log(10) / 20)))
         if len(reverb):
             k, sr = len(reverb), self.feats.sample_rate
