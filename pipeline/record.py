@@ -47,31 +47,34 @@ class Segmenter:
     def __init__(self, sr: int, cfg: SegmenterConfig = SegmenterConfig()):
         self.sr, self.cfg, self.hop = sr, cfg, sr // 100
         self.audio = np.zeros(0, np.float32)
-        self.levels: list[float] = []
+        self.frames = 0                      # 10-ms frames measured so far
+        self.levels: list[float] = []        # their levels (dBFS), up to the onset
+        self.floor: float | None = None      # fixed at the onset
         self.onset: int | None = None        # frame index
         self.last_loud = 0
         self.run = 0
 
     @property
     def floor_db(self) -> float:
+        if self.floor is not None:
+            return self.floor
         return float(np.percentile(self.levels, 20)) if self.levels else -100.0
 
     def push(self, x: np.ndarray) -> np.ndarray | None:
-        start = len(self.levels)
         self.audio = np.concatenate([self.audio, np.asarray(x, np.float32)])
         c = self.cfg
-        for k in range(start, len(self.audio) // self.hop):
+        for k in range(self.frames, len(self.audio) // self.hop):
+            self.frames = k + 1
             frame = self.audio[k * self.hop:(k + 1) * self.hop].astype(np.float64)
             db = float(10 * np.log10(np.mean(frame * frame) + 1e-12))
-            loud = db > max(self.floor_db + c.rise_db, c.min_db)
             if self.onset is None:
-                self.run = self.run + 1 if loud and k >= c.calibrate_frames else 0
-                if self.run >= c.onset_frames:
-                    self.onset, self.last_loud = k - c.onset_frames + 1, k
+                loud = k >= c.calibrate_frames and db > max(self.floor_db + c.rise_db, c.min_db)
                 self.levels.append(db)
+                self.run = self.run + 1 if loud else 0
+                if self.run >= c.onset_frames:
+                    self.onset, self.last_loud, self.floor = k - c.onset_frames + 1, k, self.floor_db
                 continue
-            self.levels.append(db)
-            if db > max(self.floor_db + c.rise_db / 2, c.min_db):
+            if db > max(self.floor + c.rise_db / 2, c.min_db):
                 self.last_loud = k
             if (k - self.last_loud) * self.hop >= c.quiet_s * self.sr or (k - self.onset) * self.hop >= c.max_s * self.sr:
                 a = max(0, self.onset * self.hop - int(c.pre_s * self.sr))
