@@ -254,7 +254,7 @@ def build_parser() -> argparse.ArgumentParser:
     f.add_argument("--sha256", default=None, help="expected SHA-256 of the archive; checked when given")
 
     def train_flags(sp: argparse.ArgumentParser) -> None:
-        sp.add_argument("--epochs", type=positive_int, default=24, help="training epochs (default 24)")
+        sp.add_argument("--epochs", type=positive_int, default=60, help="training epochs (default 60)")
         sp.add_argument("--device", default="auto", help="auto (CUDA when present), cpu, cuda, cuda:N (default auto)")
         sp.add_argument("--precision", choices=["auto", "bf16", "fp32"], default="auto", help="model arithmetic in "
                         "training: auto = bf16 autocast on CUDA and on CPUs with native bf16 (AVX512-BF16/AMX), "

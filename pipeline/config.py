@@ -119,7 +119,7 @@ class AugmentConfig:
 
 @dataclass(frozen=True)
 class TrainConfig:
-    epochs: int = 24
+    epochs: int = 60
     batch_size: int = 128
     lr: float = 3e-3
     weight_decay: float = 1e-2

@@ -287,7 +287,9 @@ def train(cfg: RunConfig, data: PreparedData, run_dir: Path, device: torch.devic
     for epoch in range(start_epoch, tc.epochs):
         net.train()
         perm = pool[torch.randperm(len(pool), generator=gen)][rank::world]
-        te, loss_sum, correct, seen = time.time(), 0.0, 0, 0
+        te, seen = time.time(), 0
+        loss_sum = torch.zeros((), device=device)            # summed on the device: no sync per step
+        correct = torch.zeros((), dtype=torch.long, device=device)
         bar = tqdm(range(steps_per_epoch), desc=f"epoch {epoch + 1}/{tc.epochs}", unit="batch",
                    leave=False, disable=not main)
         for i in bar:
@@ -299,10 +301,12 @@ def train(cfg: RunConfig, data: PreparedData, run_dir: Path, device: torch.devic
             loss, logits, y = step_fn(x, y)
             if ema is not None:
                 ema.update(model)
-            loss_sum += loss.item() * len(y)
-            correct += (logits.argmax(-1) == y).sum().item()
+            loss_sum += loss * len(y)
+            correct += (logits.argmax(-1) == y).sum()
             seen += len(y)
-            bar.set_postfix(loss=f"{loss_sum / seen:.3f}", acc=f"{correct / seen:.3f}")
+            if i % 20 == 0 or i == steps_per_epoch - 1:
+                bar.set_postfix(loss=f"{loss_sum.item() / seen:.3f}", acc=f"{correct.item() / seen:.3f}")
+        loss_sum, correct = loss_sum.item(), correct.item()
         val_loss, val_acc, _ = evaluate_split(kept_model, frontend, val_clips, 512, amp)
         if not main:
             continue

@@ -32,7 +32,7 @@ from pipeline.datasets.augment import Augmenter  # noqa: E402
 from pipeline.datasets.noise import synthetic_noises  # noqa: E402
 from pipeline.features import MFCC  # noqa: E402
 from pipeline.model import BiLSTMClassifier  # noqa: E402
-from pipeline.train import DeviceClips, TrainStep  # noqa: E402
+from pipeline.train import DeviceClips, TrainStep, use_bf16  # noqa: E402
 
 
 class NaiveDataset(torch.utils.data.Dataset):
@@ -79,12 +79,14 @@ def time_steps(step, batches, warmup: int, steps: int, device: torch.device) -> 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--clips", type=int, default=85000, help="clips in the in-memory workload (default 85000)")
-    ap.add_argument("--classes", type=int, default=35)
+    ap.add_argument("--classes", type=int, default=35, help="classes (default 35, as Speech Commands v2)")
     ap.add_argument("--steps", type=int, default=None, help="timed steps per path (default 50 on CUDA, 6 on CPU)")
     ap.add_argument("--warmup", type=int, default=None, help="untimed steps first (default 10 on CUDA, 2 on CPU)")
     ap.add_argument("--batch-size", type=int, default=None, help="project path batch (default 512 on CUDA, 128 on CPU)")
     ap.add_argument("--workers", type=int, default=2, help="DataLoader workers for the naive path (default 2)")
-    ap.add_argument("--device", default="auto")
+    ap.add_argument("--device", default="auto", help="auto (CUDA when present), cpu, cuda")
+    ap.add_argument("--precision", choices=["auto", "bf16", "fp32"], default="auto",
+                    help="project path's model precision (default auto: bf16 on CUDA and on CPUs with native bf16)")
     a = ap.parse_args()
     device = torch.device("cuda" if a.device == "auto" and torch.cuda.is_available() else
                           ("cpu" if a.device == "auto" else a.device))
@@ -130,7 +132,7 @@ def main() -> None:
     opt = torch.optim.AdamW(model.parameters(), lr=tc.lr)
     clips = DeviceClips(audio, labels, device)
     step = TrainStep(model, model, MFCC(feats).to(device), Augmenter(AugmentConfig(), feats, noise_bank, device),
-                     opt, tc, device)
+                     opt, tc, device, amp=use_bf16(device, a.precision))
     gen = torch.Generator().manual_seed(0)
 
     def batches():

@@ -1,4 +1,4 @@
-"""Resume after a kill, multi-process training through torchrun (gloo, 2 CPU processes), GPU smoke test."""
+"""Resume after a kill, multi-process training through torchrun (gloo, 2 CPU processes). GPU tests: test_gpu.py."""
 import json
 import os
 import signal
@@ -47,14 +47,6 @@ def test_torchrun_two_cpu_processes(tiny_data, tmp_path):
     assert "x2" in p.stdout                                  # the model line names the world size
     ck = torch.load(run / "best.pt", weights_only=True)
     assert ck["epoch"] == 1 and not any(k.startswith("module.") for k in ck["model"])
-
-
-@pytest.mark.gpu
-@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
-def test_gpu_training_smoke(tiny_data, tmp_path):
-    p = kws("train", "--data", tiny_data, "--out", tmp_path / "gpu", "--epochs", "2", "--cache-dir", tmp_path / "c",
-            "--device", "cuda")
-    assert "device cuda" in p.stdout
 
 
 def test_train_step_relabels_cut_words_as_unknown():
