@@ -7,7 +7,8 @@ recordings, against the model before fine-tuning on the same clips; for each spe
 
 This is what a user does with a few recordings of their own voice in the folder-per-word layout.
 FSDD is linked (not copied) into git-ignored folders data/fsdd_enroll<K>_<spk>/ (the K takes) and
-data/fsdd_rest<K>_<spk>/ (the rest); runs go to runs/enroll<K>x<R>_<spk>/. Needs ../shared/data/fsdd.
+data/fsdd_rest<K>_<spk>/ (the rest); runs go to runs/enroll<K>x<R>_<spk>/, trained and exported (model.onnx),
+and are reused while newer than the base model. Needs ../shared/data/fsdd.
 Last line: name=value pairs (base_<spk>, adapted_<spk>, means).
 """
 from __future__ import annotations
@@ -31,12 +32,14 @@ def take_of(f: Path) -> int:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("base", type=Path, help="run folder of the model to adapt (e.g. runs/default)")
-    ap.add_argument("--fsdd", type=Path, default=REPO.parent / "shared" / "data" / "fsdd")
-    ap.add_argument("--synth", type=Path, default=REPO / "data" / "synth")
+    ap.add_argument("--fsdd", type=Path, default=REPO.parent / "shared" / "data" / "fsdd",
+                    help="FSDD folder-per-digit (default ../shared/data/fsdd)")
+    ap.add_argument("--synth", type=Path, default=REPO / "data" / "synth",
+                    help="the synthetic set trained alongside (default data/synth)")
     ap.add_argument("--takes", type=int, default=5, help="recordings per digit used for adapting (default 5)")
-    ap.add_argument("--epochs", type=int, default=3)
+    ap.add_argument("--epochs", type=int, default=3, help="fine-tuning epochs (default 3)")
     ap.add_argument("--repeat", type=int, default=20, help="uses of each own recording per epoch (default 20)")
-    ap.add_argument("--speakers", default="jackson,nicolas,theo,yweweler")
+    ap.add_argument("--speakers", default="jackson,nicolas,theo,yweweler", help="comma-separated FSDD speakers")
     a = ap.parse_args()
     if not a.fsdd.is_dir():
         sys.exit(f"{a.fsdd}: not found (FSDD is in ../shared/data, outside the project)")
@@ -48,11 +51,15 @@ def main() -> None:
         link_tree(a.fsdd, enroll, lambda f: f.name.startswith(spk + "_") and take_of(f) < a.takes)
         link_tree(a.fsdd, rest, lambda f: f.name.startswith(spk + "_") and take_of(f) >= a.takes)
         run = REPO / "runs" / f"enroll{a.takes}x{a.repeat}_{spk}"
-        if not (run / "best.pt").is_file():
+        base_pt = a.base / "best.pt" if a.base.is_dir() else a.base
+        done = run / "model.onnx"          # reused only if made after the base model's checkpoint
+        if not (done.is_file() and done.stat().st_mtime > base_pt.stat().st_mtime):
             subprocess.run([sys.executable, "-m", "pipeline.cli", "train", "--data", str(a.synth), str(enroll),
                             "--out", str(run), "--init", str(a.base), "--epochs", str(a.epochs),
                             "--repeat", "1", str(a.repeat)],
                            cwd=REPO, check=True)
+            subprocess.run([sys.executable, "-m", "pipeline.cli", "export", str(run)], cwd=REPO, check=True,
+                           stdout=subprocess.DEVNULL)
         quiet = dict(jobs=2, log=lambda *x: None)
         res[f"base_{spk}"], n = target_accuracy(evaluate(a.base, [rest], "all", **quiet))
         res[f"adapted_{spk}"], _ = target_accuracy(evaluate(run, [rest], "all", **quiet))
