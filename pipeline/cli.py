@@ -110,13 +110,12 @@ def cmd_fetch(a: argparse.Namespace) -> None:
 
 def _run_config(a: argparse.Namespace, labels: tuple[str, ...]):
     from .config import AugmentConfig, FeatureConfig, ModelConfig, RunConfig, TrainConfig
-    feats = FeatureConfig(n_mfcc=getattr(a, "n_mfcc", FeatureConfig.n_mfcc))
+    feats = FeatureConfig(n_mfcc=a.n_mfcc)
     model = ModelConfig(n_mfcc=feats.n_mfcc, hidden=a.hidden, layers=a.layers, dropout=a.dropout, n_classes=len(labels))
     aug = AugmentConfig(free_position=True, partial_word_prob=0.08) if a.free_position else AugmentConfig()
-    lr = a.lr if a.lr is not None else (1e-3 if getattr(a, "init", None) else 3e-3)
+    lr = a.lr if a.lr is not None else (1e-3 if a.init else 3e-3)
     train = TrainConfig(epochs=a.epochs, batch_size=a.batch_size, lr=lr, seed=a.seed, augment=aug,
-                        ema_decay=getattr(a, "ema_decay", TrainConfig.ema_decay),
-                        data_repeats=tuple(getattr(a, "repeat", None) or ()))
+                        ema_decay=a.ema_decay, data_repeats=tuple(a.repeat or ()))
     return RunConfig(labels=labels, features=feats, model=model, train=train)
 
 
@@ -198,11 +197,10 @@ def cmd_demo(a: argparse.Namespace) -> None:
     a.max_speakers, a.engines = 0, ("espeak", "flite", "piper", "hibari")
     cmd_synth(a)
     t_synth = time.time() - t0
-    ta = argparse.Namespace(data=[a.data], out=run, task="auto", words=None, noise_dir=[], epochs=a.epochs,
-                            batch_size=128, lr=3e-3, hidden=128, layers=2, dropout=0.15, seed=a.seed,
-                            device=a.device, precision=a.precision, free_position=False, resume=False, init=None,
-                            repeat=None, jobs=a.jobs, cache_dir=a.cache_dir)
-    cmd_train(ta)
+    # `kws train` with its own defaults for every flag the demo does not set
+    cmd_train(build_parser().parse_args([
+        "train", "--data", str(a.data), "--out", str(run), "--epochs", str(a.epochs), "--seed", str(a.seed),
+        "--device", a.device, "--precision", a.precision, "--jobs", str(a.jobs), "--cache-dir", str(a.cache_dir)]))
     from .evaluate import evaluate
     from .export import export_run
     paths = export_run(run, None, int8=True)

@@ -93,9 +93,17 @@ def next_take(folder: Path, speaker: str, word: str) -> int:
     return max(taken, default=-1) + 1
 
 
+SPEAKER_RULE = "use letters, digits and '-' only"
+
+
+def speaker_ok(name: str) -> bool:
+    """A speaker name goes into file names before '_': letters, digits and '-'."""
+    return re.fullmatch(r"[A-Za-z0-9-]+", name) is not None
+
+
 def check_speaker(name: str) -> str:
-    if not re.fullmatch(r"[A-Za-z0-9-]+", name):
-        raise StreamError(f"--speaker {name!r}: use letters, digits and '-' only")
+    if not speaker_ok(name):
+        raise StreamError(f"--speaker {name!r}: {SPEAKER_RULE}")
     return name
 
 

@@ -131,11 +131,10 @@ def run_stream_eval(a: argparse.Namespace) -> None:
 
 
 def check_speaker_arg(s: str) -> str:
-    from .record import check_speaker
-    try:
-        return check_speaker(s)
-    except StreamError as e:
-        raise argparse.ArgumentTypeError(str(e).split(": ", 1)[1]) from None
+    from .record import SPEAKER_RULE, speaker_ok
+    if not speaker_ok(s):
+        raise argparse.ArgumentTypeError(SPEAKER_RULE)
+    return s
 
 
 def add_stream_commands(add) -> None:
