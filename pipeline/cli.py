@@ -12,7 +12,7 @@ import os
 import sys
 from pathlib import Path
 
-from .config import DEFAULT_WORDS
+from .config import DEFAULT_WORDS, ModelConfig, TrainConfig
 from .errors import ConfigError, KwsError
 
 DEFAULT_DATA = Path("data/synth")
@@ -111,7 +111,8 @@ def cmd_fetch(a: argparse.Namespace) -> None:
 def _run_config(a: argparse.Namespace, labels: tuple[str, ...]):
     from .config import AugmentConfig, FeatureConfig, ModelConfig, RunConfig, TrainConfig
     feats = FeatureConfig(n_mfcc=a.n_mfcc)
-    model = ModelConfig(n_mfcc=feats.n_mfcc, hidden=a.hidden, layers=a.layers, dropout=a.dropout, n_classes=len(labels))
+    model = ModelConfig(n_mfcc=feats.n_mfcc, hidden=a.hidden, layers=a.layers, dropout=a.dropout,
+                        frame_stack=a.frame_stack, n_classes=len(labels))
     aug = AugmentConfig(free_position=True, partial_word_prob=0.08) if a.free_position else AugmentConfig()
     lr = a.lr if a.lr is not None else (1e-3 if a.init else 3e-3)
     train = TrainConfig(epochs=a.epochs, batch_size=a.batch_size, lr=lr, seed=a.seed, augment=aug,
@@ -252,7 +253,8 @@ def build_parser() -> argparse.ArgumentParser:
     f.add_argument("--sha256", default=None, help="expected SHA-256 of the archive; checked when given")
 
     def train_flags(sp: argparse.ArgumentParser) -> None:
-        sp.add_argument("--epochs", type=positive_int, default=60, help="training epochs (default 60)")
+        sp.add_argument("--epochs", type=positive_int, default=TrainConfig.epochs,
+                        help=f"training epochs (default {TrainConfig.epochs})")
         sp.add_argument("--device", default="auto", help="auto (CUDA when present), cpu, cuda, cuda:N (default auto)")
         sp.add_argument("--precision", choices=["auto", "bf16", "fp32"], default="auto", help="model arithmetic in "
                         "training: auto = bf16 autocast on CUDA and on CPUs with native bf16 (AVX512-BF16/AMX), "
@@ -272,6 +274,9 @@ def build_parser() -> argparse.ArgumentParser:
                    "1e-3 with --init)")
     t.add_argument("--hidden", type=positive_int, default=128, help="LSTM hidden size per direction (default 128)")
     t.add_argument("--layers", type=positive_int, default=2, help="stacked LSTM layers (default 2)")
+    t.add_argument("--frame-stack", type=positive_int, default=ModelConfig.frame_stack, help="neighbouring MFCC "
+                   f"frames joined into one LSTM step (default {ModelConfig.frame_stack}: 20 ms steps; 1 = every "
+                   "10 ms frame, about 1.5x slower to train and to run)")
     t.add_argument("--n-mfcc", type=n_mfcc_arg, default=40, help="MFCC coefficients per frame, at most the 40 "
                    "mel bands (default 40)")
     t.add_argument("--dropout", type=fraction, default=0.15, help="dropout between layers and before the head (default 0.15)")

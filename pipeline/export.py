@@ -4,7 +4,8 @@ Three graphs, each carrying the same metadata (labels, sample rate, config JSON,
 
     model.onnx           waveform (batch, clip_samples) float32 16 kHz -> probs (batch, classes)
                          front-end inside the graph as Conv (framing + real DFT) + MatMul work
-    model.frames.onnx    frames (batch, n_frames, n_mfcc) -> probs: the classifier alone, which the
+    model.frames.onnx    frames (batch, n_frames, n_mfcc) -> probs: the classifier alone on the model's
+                         window (n_frames is fixed: the window the model was trained on), which the
                          stream re-scores every hop over its frame cache
     model.frontend.onnx  waveform (1, samples), any length >= n_fft -> frames (1, frames, n_mfcc):
                          the stream computes only the new frames of each hop with it
@@ -98,7 +99,8 @@ def export_run(run: Path, out: Path | None = None, int8: bool = False, check_cli
     wave = torch.zeros(2, f.clip_samples)
     _export(wave_model, wave, paths["model"], "waveform", "probs", {0: ("batch", 1)}, metadata(cfg, "waveform", thresholds))
     feats = torch.zeros(2, f.n_frames, f.n_mfcc)
-    _export(FramesClassifier(clf), feats, paths["frames"], "frames", "probs", {0: ("batch", 1), 1: ("frames", 2)},
+    # frames: the model's window (n_frames); the exported LSTM has a fixed number of steps anyway
+    _export(FramesClassifier(clf), feats, paths["frames"], "frames", "probs", {0: ("batch", 1)},
             metadata(cfg, "frames", thresholds))
     _export(MFCC(f, use_dft=True), torch.zeros(1, f.clip_samples), paths["frontend"], "waveform", "frames",
             {1: ("samples", f.n_fft)}, metadata(cfg, "frontend", thresholds))

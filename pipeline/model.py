@@ -13,6 +13,7 @@ from __future__ import annotations
 import copy
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from .config import FeatureConfig, ModelConfig
@@ -22,8 +23,8 @@ from .features import MFCC
 class BiLSTMClassifier(nn.Module):
     """(batch, frames, n_mfcc) -> (batch, n_classes) logits.
 
-    frames -> (x - mean) / std -> LSTM (layers, bidirectional) -> [mean over time ; max over time]
-    -> dropout -> linear.
+    frames -> (x - mean) / std -> stack ``frame_stack`` neighbouring frames (batch, frames // k,
+    k * n_mfcc) -> LSTM (layers, bidirectional) -> [mean over time ; max over time] -> dropout -> linear.
     """
 
     def __init__(self, cfg: ModelConfig):
@@ -31,7 +32,13 @@ class BiLSTMClassifier(nn.Module):
         self.cfg = cfg
         self.register_buffer("feat_mean", torch.zeros(cfg.n_mfcc))
         self.register_buffer("feat_std", torch.ones(cfg.n_mfcc))
-        self.lstm = nn.LSTM(cfg.n_mfcc, cfg.hidden, num_layers=cfg.layers, batch_first=True,
+        k, n = cfg.frame_stack, cfg.n_mfcc
+        if k > 1:       # (k*n, n, k): output channel j*n + c copies input channel c at offset j
+            sel = torch.zeros(k * n, n, k)
+            for j in range(k):
+                sel[j * n + torch.arange(n), torch.arange(n), j] = 1.0
+            self.register_buffer("stack_kernel", sel, persistent=False)
+        self.lstm = nn.LSTM(cfg.n_mfcc * cfg.frame_stack, cfg.hidden, num_layers=cfg.layers, batch_first=True,
                             bidirectional=True, dropout=cfg.dropout if cfg.layers > 1 else 0.0)
         self.drop = nn.Dropout(cfg.dropout)
         self.head = nn.Linear(4 * cfg.hidden, cfg.n_classes)
@@ -44,9 +51,20 @@ class BiLSTMClassifier(nn.Module):
     def normalise(self, feats: torch.Tensor) -> torch.Tensor:
         return (feats - self.feat_mean) / self.feat_std
 
+    def stack(self, x: torch.Tensor) -> torch.Tensor:
+        """(batch, frames, n) -> (batch, frames // k, k * n): step t holds frames k*t .. k*t + k-1 (after
+        dropping the first frames % k)."""
+        k = self.cfg.frame_stack
+        if k == 1:
+            return x
+        # A strided Conv1d with a 0/1 selection kernel: exact, and it exports with a dynamic frame
+        # count (slicing to a multiple of k with a symbolic length does not).
+        x = x[:, x.shape[1] % k:]          # drop the oldest frames, not the newest (a stream's latest audio)
+        return F.conv1d(x.transpose(1, 2), self.stack_kernel.to(x.dtype), stride=k).transpose(1, 2)
+
     def forward(self, feats: torch.Tensor) -> torch.Tensor:
         """(batch, frames, n_mfcc) -> (batch, n_classes)."""
-        out, _ = self.lstm(self.normalise(feats))               # (batch, frames, 2*hidden)
+        out, _ = self.lstm(self.stack(self.normalise(feats)))   # (batch, frames // k, 2*hidden)
         pooled = torch.cat([out.mean(dim=1), out.amax(dim=1)], dim=-1)   # (batch, 4*hidden)
         return self.head(self.drop(pooled))
 

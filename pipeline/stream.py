@@ -44,6 +44,11 @@ class StreamingScorer:
         self.window_frames = f.frames_for(self.window_samples)
         if self.window_frames < 1 or window_ms < hop_ms:
             raise StreamError(f"--window-ms: must be at least --hop-ms and one {1000 * f.n_fft / f.sample_rate:g} ms frame, got {window_ms}")
+        fixed = self.classifier.session.get_inputs()[0].shape[1]      # the exported classifier's frames
+        if isinstance(fixed, int) and fixed != self.window_frames:
+            model_ms = round(1000 * f.clip_samples / f.sample_rate)
+            raise StreamError(f"--window-ms: {path.name} scores {model_ms} ms windows (the length of its training "
+                              f"clips), got {window_ms}")
         self.hop_frames = int(round(hop_ms / frame_ms))
         self.reset()
 

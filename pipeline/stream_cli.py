@@ -158,7 +158,7 @@ def add_stream_commands(add) -> None:
     s.add_argument("--mic", action="store_true", help="listen to an input device")
     s.add_argument("--device", default=None, help="input device index or name substring (default: the system default; see `kws devices`)")
     s.add_argument("--wav", type=Path, default=None, help="stream this audio file instead of the microphone")
-    s.add_argument("--window-ms", type=positive_int, default=None, help="window scored each hop (default: the model's, 1000)")
+    s.add_argument("--window-ms", type=positive_int, default=None, help="window scored each hop: the model's, the length of its training clips (default 1000)")
     s.add_argument("--json", action="store_true", help='one JSON line per detection: {"time", "label", "score"}')
     s.add_argument("--seconds", type=positive_float, default=None, help="stop listening after N seconds (default: until Ctrl-C)")
 

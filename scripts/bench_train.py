@@ -84,6 +84,8 @@ def main() -> None:
     ap.add_argument("--warmup", type=int, default=None, help="untimed steps first (default 10 on CUDA, 2 on CPU)")
     ap.add_argument("--batch-size", type=int, default=None, help="project path batch (default 512 on CUDA, 128 on CPU)")
     ap.add_argument("--workers", type=int, default=2, help="DataLoader workers for the naive path (default 2)")
+    ap.add_argument("--frame-stack", type=int, default=ModelConfig.frame_stack, help="MFCC frames per LSTM step "
+                    f"in both paths' model (default {ModelConfig.frame_stack}, the training default)")
     ap.add_argument("--device", default="auto", help="auto (CUDA when present), cpu, cuda")
     ap.add_argument("--precision", choices=["auto", "bf16", "fp32"], default="auto",
                     help="project path's model precision (default auto: bf16 on CUDA and on CPUs with native bf16)")
@@ -103,7 +105,7 @@ def main() -> None:
         audio[i:i + k] = np.roll(base, i).reshape(64, -1)[:k]
     labels = rng.integers(0, a.classes, a.clips)
     noise_bank = list(synthetic_noises(feats.sample_rate, 30.0, 0).values())
-    mcfg = ModelConfig(hidden=128, layers=2, n_classes=a.classes)
+    mcfg = ModelConfig(n_classes=a.classes, frame_stack=a.frame_stack)     # the default model
 
     # (a) naive
     torch.manual_seed(0)

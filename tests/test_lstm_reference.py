@@ -39,7 +39,7 @@ def test_float32_forward_close_to_model_lstm():
     from pipeline.config import ModelConfig
     from pipeline.model import BiLSTMClassifier
     m = BiLSTMClassifier(ModelConfig(hidden=16, layers=2, n_classes=3)).eval()
-    x = torch.randn(2, 20, 40)
+    x = m.stack(torch.randn(2, 20, 40))             # (2, 10, 80): the LSTM's input after frame stacking
     ref, _ = m.lstm(x)
     got, _ = NumpyLSTM.from_torch(m.lstm).forward(x.double().numpy())
     assert np.abs(got - ref.detach().numpy()).max() < 1e-5

@@ -109,6 +109,8 @@ def test_stream_bad_inputs(tiny_model, tmp_path):
     assert p.returncode == 2 and "text.wav" in p.stderr and "Traceback" not in p.stderr
     p = kws("stream", "--model", tiny_model, "--wav", tmp_path / "x.wav", "--hop-ms", "105", check=False)
     assert p.returncode == 2 and "--hop-ms" in p.stderr
+    p = kws("stream", "--model", tiny_model, "--wav", tmp_path / "x.wav", "--window-ms", "800", check=False)
+    assert p.returncode == 2 and "--window-ms" in p.stderr and "1000 ms" in p.stderr and "Traceback" not in p.stderr
     p = kws("stream", "--model", tmp_path / "none.onnx", "--wav", tmp_path / "x.wav", check=False)
     assert p.returncode == 2 and "none.onnx" in p.stderr
     p = kws("stream", "--model", tiny_model, check=False)
