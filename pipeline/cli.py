@@ -109,7 +109,7 @@ def cmd_fetch(a: argparse.Namespace) -> None:
 
 
 def _run_config(a: argparse.Namespace, labels: tuple[str, ...]):
-    from .config import AugmentConfig, FeatureConfig, ModelConfig, RunConfig, TrainConfig
+    from .config import AugmentConfig, FeatureConfig, RunConfig
     feats = FeatureConfig(n_mfcc=a.n_mfcc)
     model = ModelConfig(n_mfcc=feats.n_mfcc, hidden=a.hidden, layers=a.layers, dropout=a.dropout,
                         frame_stack=a.frame_stack, n_classes=len(labels))

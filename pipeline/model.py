@@ -13,7 +13,6 @@ from __future__ import annotations
 import copy
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from .config import FeatureConfig, ModelConfig
@@ -32,12 +31,6 @@ class BiLSTMClassifier(nn.Module):
         self.cfg = cfg
         self.register_buffer("feat_mean", torch.zeros(cfg.n_mfcc))
         self.register_buffer("feat_std", torch.ones(cfg.n_mfcc))
-        k, n = cfg.frame_stack, cfg.n_mfcc
-        if k > 1:       # (k*n, n, k): output channel j*n + c copies input channel c at offset j
-            sel = torch.zeros(k * n, n, k)
-            for j in range(k):
-                sel[j * n + torch.arange(n), torch.arange(n), j] = 1.0
-            self.register_buffer("stack_kernel", sel, persistent=False)
         self.lstm = nn.LSTM(cfg.n_mfcc * cfg.frame_stack, cfg.hidden, num_layers=cfg.layers, batch_first=True,
                             bidirectional=True, dropout=cfg.dropout if cfg.layers > 1 else 0.0)
         self.drop = nn.Dropout(cfg.dropout)
@@ -57,10 +50,8 @@ class BiLSTMClassifier(nn.Module):
         k = self.cfg.frame_stack
         if k == 1:
             return x
-        # A strided Conv1d with a 0/1 selection kernel: exact, and it exports with a dynamic frame
-        # count (slicing to a multiple of k with a symbolic length does not).
         x = x[:, x.shape[1] % k:]          # drop the oldest frames, not the newest (a stream's latest audio)
-        return F.conv1d(x.transpose(1, 2), self.stack_kernel.to(x.dtype), stride=k).transpose(1, 2)
+        return x.reshape(x.shape[0], x.shape[1] // k, k * x.shape[2])
 
     def forward(self, feats: torch.Tensor) -> torch.Tensor:
         """(batch, frames, n_mfcc) -> (batch, n_classes)."""

