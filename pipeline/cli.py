@@ -76,6 +76,14 @@ def n_mfcc_arg(s: str) -> int:
     return v
 
 
+def frame_stack_arg(s: str) -> int:
+    from .config import MAX_FRAME_STACK
+    v = positive_int(s)
+    if v > MAX_FRAME_STACK:
+        raise argparse.ArgumentTypeError(f"must be at most {MAX_FRAME_STACK}, got {v}")
+    return v
+
+
 def word_list(s: str) -> tuple[str, ...]:
     words = tuple(w.strip() for w in s.split(",") if w.strip())
     if not words:
@@ -274,7 +282,7 @@ def build_parser() -> argparse.ArgumentParser:
                    "1e-3 with --init)")
     t.add_argument("--hidden", type=positive_int, default=128, help="LSTM hidden size per direction (default 128)")
     t.add_argument("--layers", type=positive_int, default=2, help="stacked LSTM layers (default 2)")
-    t.add_argument("--frame-stack", type=positive_int, default=ModelConfig.frame_stack, help="neighbouring MFCC "
+    t.add_argument("--frame-stack", type=frame_stack_arg, default=ModelConfig.frame_stack, help="neighbouring MFCC "
                    f"frames joined into one LSTM step (default {ModelConfig.frame_stack}: 20 ms steps; 1 = every "
                    "10 ms frame, about 1.5x slower to train and to run)")
     t.add_argument("--n-mfcc", type=n_mfcc_arg, default=40, help="MFCC coefficients per frame, at most the 40 "

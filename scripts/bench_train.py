@@ -27,7 +27,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from pipeline.config import AugmentConfig, FeatureConfig, ModelConfig, TrainConfig  # noqa: E402
+from pipeline.config import MAX_FRAME_STACK, AugmentConfig, FeatureConfig, ModelConfig, TrainConfig  # noqa: E402
 from pipeline.datasets.augment import Augmenter  # noqa: E402
 from pipeline.datasets.noise import synthetic_noises  # noqa: E402
 from pipeline.features import MFCC  # noqa: E402
@@ -84,7 +84,8 @@ def main() -> None:
     ap.add_argument("--warmup", type=int, default=None, help="untimed steps first (default 10 on CUDA, 2 on CPU)")
     ap.add_argument("--batch-size", type=int, default=None, help="project path batch (default 512 on CUDA, 128 on CPU)")
     ap.add_argument("--workers", type=int, default=2, help="DataLoader workers for the naive path (default 2)")
-    ap.add_argument("--frame-stack", type=int, default=ModelConfig.frame_stack, help="MFCC frames per LSTM step "
+    ap.add_argument("--frame-stack", type=int, choices=range(1, MAX_FRAME_STACK + 1), metavar="K",
+                    default=ModelConfig.frame_stack, help="MFCC frames per LSTM step "
                     f"in both paths' model (default {ModelConfig.frame_stack}, the training default)")
     ap.add_argument("--device", default="auto", help="auto (CUDA when present), cpu, cuda")
     ap.add_argument("--precision", choices=["auto", "bf16", "fp32"], default="auto",
