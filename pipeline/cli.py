@@ -12,7 +12,7 @@ import os
 import sys
 from pathlib import Path
 
-from .config import DEFAULT_WORDS, ModelConfig, TrainConfig
+from .config import DEFAULT_WORDS, AugmentConfig, FeatureConfig, ModelConfig, TrainConfig
 from .errors import ConfigError, KwsError
 
 DEFAULT_DATA = Path("data/synth")
@@ -69,10 +69,16 @@ def fraction(s: str) -> float:
 
 
 def n_mfcc_arg(s: str) -> int:
-    from .config import FeatureConfig
     v = positive_int(s)
     if v > FeatureConfig.n_mels:
         raise argparse.ArgumentTypeError(f"must be at most the {FeatureConfig.n_mels} mel bands, got {v}")
+    return v
+
+
+def f_min_arg(s: str) -> float:
+    v = _number(s)
+    if not 0 <= v < FeatureConfig.f_max:
+        raise argparse.ArgumentTypeError(f"must be in [0, {FeatureConfig.f_max:g}) Hz, got {v:g}")
     return v
 
 
@@ -117,11 +123,14 @@ def cmd_fetch(a: argparse.Namespace) -> None:
 
 
 def _run_config(a: argparse.Namespace, labels: tuple[str, ...]):
-    from .config import AugmentConfig, FeatureConfig, RunConfig
-    feats = FeatureConfig(n_mfcc=a.n_mfcc)
+    from dataclasses import replace
+    from .config import RunConfig
+    feats = FeatureConfig(n_mfcc=a.n_mfcc, f_min=a.f_min)
     model = ModelConfig(n_mfcc=feats.n_mfcc, hidden=a.hidden, layers=a.layers, dropout=a.dropout,
                         frame_stack=a.frame_stack, n_classes=len(labels))
-    aug = AugmentConfig(free_position=True, partial_word_prob=0.08) if a.free_position else AugmentConfig()
+    aug = AugmentConfig(trim_prob=a.trim_prob)
+    if a.free_position:
+        aug = replace(aug, free_position=True, partial_word_prob=0.08)
     lr = a.lr if a.lr is not None else (1e-3 if a.init else 3e-3)
     train = TrainConfig(epochs=a.epochs, batch_size=a.batch_size, lr=lr, seed=a.seed, augment=aug,
                         ema_decay=a.ema_decay, data_repeats=tuple(a.repeat or ()))
@@ -287,10 +296,15 @@ def build_parser() -> argparse.ArgumentParser:
                    "10 ms frame, about 1.5x slower to train and to run)")
     t.add_argument("--n-mfcc", type=n_mfcc_arg, default=40, help="MFCC coefficients per frame, at most the 40 "
                    "mel bands (default 40)")
+    t.add_argument("--f-min", type=f_min_arg, default=FeatureConfig.f_min, help="lowest frequency of the mel "
+                   "filterbank in Hz (default %(default)g)")
     t.add_argument("--dropout", type=fraction, default=0.15, help="dropout between layers and before the head (default 0.15)")
     t.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
     t.add_argument("--ema-decay", type=fraction, default=0.0, help="validate, keep and export an exponential moving "
                    "average of the weights with this decay per step, e.g. 0.995 (default 0: off)")
+    t.add_argument("--trim-prob", type=fraction, default=AugmentConfig.trim_prob,
+                   help="share of training clips cut to the word and a 0-150 ms margin, digital silence "
+                   "elsewhere, as short trimmed recordings padded to the window are (default %(default)s)")
     t.add_argument("--free-position", action="store_true", help="place each word anywhere in the window and train "
                    "8%% of keyword clips, cut to a fragment at its edge, as _unknown_: fewer false accepts in a "
                    "stream, lower accuracy on real speakers (README, Results)")

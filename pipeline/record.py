@@ -21,7 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .audio import fit_to_window, trim, write_wav
+from .audio import PAD_FLOOR_DBFS, fit_to_window, trim, write_wav
 from .errors import StreamError
 
 
@@ -83,8 +83,9 @@ class Segmenter:
 
 
 def word_clip(utterance: np.ndarray, sr: int, clip_samples: int) -> np.ndarray:
-    """The word (within 30 dB of its loudest 10-ms frame) centred in a clip: (clip_samples,)."""
-    return fit_to_window(trim(utterance, sr, top_db=30.0), clip_samples)
+    """The word (within 30 dB of its loudest 10-ms frame) centred in a clip, padded with the quiet
+    noise floor that short files get when read (audio.PAD_FLOOR_DBFS): (clip_samples,)."""
+    return fit_to_window(trim(utterance, sr, top_db=30.0), clip_samples, PAD_FLOOR_DBFS)
 
 
 def next_take(folder: Path, speaker: str, word: str) -> int:

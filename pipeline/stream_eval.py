@@ -66,7 +66,7 @@ def build_stream(paths_labels: list[tuple[str, str]], labels: list[str], bank: l
 
     def clip(p: str):
         if p not in cache:
-            x = load_clip(p, sr, sr)
+            x = load_clip(p, sr, sr, floor_dbfs=None)      # mixed into the noise bed: pad with nothing
             start, end = speech_bounds(x, sr, top_db=30)
             cache[p] = (x, start / sr, end / sr)
         return cache[p]

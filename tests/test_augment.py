@@ -106,3 +106,21 @@ def test_partial_words_are_cut_and_flagged():
     kept = y.pow(2).sum(1) / x.pow(2).sum(1)
     assert ((kept[cut] > 0.17) & (kept[cut] < 0.43)).all()
     assert torch.allclose(kept[~cut], torch.ones(32), atol=0.02)
+
+
+def test_trimmed_recordings_keep_the_word_and_a_margin_and_silence_the_rest():
+    torch.manual_seed(0)
+    noise = [np.random.default_rng(0).standard_normal(48000).astype(np.float32)]
+    cfg = AugmentConfig(speed=(1.0, 1.0), shift_ms=0.0, noise_prob=1.0, reverb_prob=0.0, band_prob=0.0,
+                        clip_prob=0.0, trim_prob=0.5, trim_margin_ms=(20.0, 100.0))
+    aug = Augmenter(cfg, FeatureConfig(), noise, "cpu")
+    y, _ = aug(_word_clips(64, 6000, 4000))
+    nz = y != 0
+    first = torch.where(nz, torch.arange(16000), 16000).amin(1)
+    last = torch.where(nz, torch.arange(16000), -1).amax(1)
+    trimmed = (first > 0) | (last < 15999)
+    assert 16 < int(trimmed.sum()) < 48                                   # about trim_prob of the clips
+    # word at 6000-10000 (bounds found on 10-ms frames), margin 20-100 ms = 320-1600 samples
+    assert (first[trimmed] >= 6000 - 1600 - 160).all() and (first[trimmed] <= 6000 - 320 + 160).all()
+    assert (last[trimmed] >= 10000 + 320 - 160).all() and (last[trimmed] <= 10000 + 1600 + 160).all()
+    assert nz[~trimmed].all()                                             # the others keep their noise

@@ -49,6 +49,8 @@ def test_corrupt_and_non_audio_files(tmp_path):
     (["train", "--data", "x", "--out", "y", "--ema-decay", "1"], "--ema-decay"),
     (["train", "--data", "x", "--out", "y", "--n-mfcc", "41"], "--n-mfcc"),
     (["train", "--data", "x", "--out", "y", "--frame-stack", "9"], "--frame-stack"),
+    (["train", "--data", "x", "--out", "y", "--f-min", "4000"], "--f-min"),
+    (["train", "--data", "x", "--out", "y", "--trim-prob", "1"], "--trim-prob"),
     (["train", "--data", "x", "z", "--out", "y", "--repeat", "1"], "--repeat"),
     (["train", "--data", "x", "--out", "y", "--repeat", "0"], "--repeat"),
     (["synth", "--words", ",,"], "--words"),

@@ -3,7 +3,7 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from pipeline.audio import AudioError, fit_to_window, read_audio
+from pipeline.audio import PAD_FLOOR_DBFS, AudioError, fit_to_window, load_clip, read_audio
 from pipeline.config import FeatureConfig, TrainConfig
 from pipeline.data import prepare
 from pipeline.datasets.speech_commands import DatasetError, hash_split, resolve_labels, scan, speaker_of
@@ -71,6 +71,18 @@ def test_fit_to_window_pads_centred_and_crops_loudest():
     x = np.zeros(1000, np.float32)
     x[700:800] = 1
     assert fit_to_window(x, 200).sum() == 100
+
+
+def test_short_files_are_padded_with_a_quiet_deterministic_floor(tmp_path):
+    sf.write(tmp_path / "short.wav", np.full(4000, 0.25, np.float32), 16000)
+    y = load_clip(tmp_path / "short.wav", 16000, 16000)
+    pad = np.concatenate([y[:6000], y[10000:]])
+    assert np.all(y[6000:10000] == np.float32(0.25))                     # the recording, centred
+    rms_db = 20 * np.log10(np.sqrt(np.mean(pad.astype(np.float64) ** 2)))
+    assert abs(rms_db - PAD_FLOOR_DBFS) < 0.5 and np.all(pad != 0)       # a noise floor, not zeros
+    assert np.array_equal(y, load_clip(tmp_path / "short.wav", 16000, 16000))
+    z = load_clip(tmp_path / "short.wav", 16000, 16000, floor_dbfs=None)
+    assert np.all(z[:6000] == 0) and np.all(z[10000:] == 0)
 
 
 def test_bad_audio_raises_with_path(tmp_path):

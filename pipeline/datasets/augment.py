@@ -8,7 +8,9 @@ Every step works on the whole batch at once, each clip drawing its own random va
    band), random high-pass, random spectral tilt (EQ), and room reverberation (a synthetic
    exponentially decaying impulse response), all in one FFT;
 3. background noise from the noise bank at a random SNR;
-4. gain and occasional hard clipping.
+4. gain and occasional hard clipping;
+5. trimmed recordings: a share of the clips is cut to the word and a short random margin, digital
+   silence elsewhere, as a short recording padded to the window (what ``fit_to_window`` gives).
 
 SpecAugment on the features lives in pipeline/features.py.
 """
@@ -158,10 +160,29 @@ class Augmenter:
         x = torch.where(clip, torch.maximum(torch.minimum(x, level), -level), x)
         return x.clamp(-1.0, 1.0)
 
+    def trim_mask(self, x: torch.Tensor) -> torch.Tensor | None:
+        """(batch, samples) clean placed words -> (batch, samples) float mask that keeps, on
+        ``trim_prob`` of the clips, the word plus a random ``trim_margin_ms`` on each side (1 elsewhere
+        and on the other clips); None when no clip is trimmed."""
+        b, n = x.shape
+        dev = x.device
+        trim = torch.rand(b, device=dev) < self.cfg.trim_prob
+        if not bool(trim.any()):
+            return None
+        s, e = self.word_bounds(x)
+        sr = self.feats.sample_rate
+        lo = s - _uniform(self.cfg.trim_margin_ms, b, dev) * 1e-3 * sr
+        hi = e + _uniform(self.cfg.trim_margin_ms, b, dev) * 1e-3 * sr
+        t = torch.arange(n, device=dev).float().unsqueeze(0)
+        keep = (t >= lo.unsqueeze(1)) & (t < hi.unsqueeze(1))
+        return (keep | ~trim.unsqueeze(1)).float()
+
     @torch.no_grad()
     def __call__(self, x: torch.Tensor, keyword: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         """(batch, samples) -> (augmented (batch, samples), cut (batch,) bool); see speed_and_shift."""
         x, cut = self.speed_and_shift(x, keyword)
+        keep = self.trim_mask(x) if self.cfg.trim_prob > 0 else None
         x = self.channel(x)
         x = self.add_noise(x)
-        return self.gain_and_clip(x), cut
+        x = self.gain_and_clip(x)
+        return (x if keep is None else x * keep), cut

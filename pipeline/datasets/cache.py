@@ -24,7 +24,7 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from ..audio import load_clip, to_int16
+from ..audio import PAD_FLOOR_DBFS, load_clip, to_int16
 from ..config import SILENCE, UNKNOWN, FeatureConfig
 from .noise import silence_clips
 from .speech_commands import Clip, label_of
@@ -59,7 +59,7 @@ def _decode(args: tuple[str, int, int]) -> np.ndarray:
 def _key(clips: list[Clip], labels: tuple[str, ...], feats: FeatureConfig, n_silence: int, seed: int,
          noise_bank: list[np.ndarray]) -> str:
     h = hashlib.sha1()
-    h.update(json.dumps([labels, feats.sample_rate, feats.clip_samples, n_silence, seed]).encode())
+    h.update(json.dumps([labels, feats.sample_rate, feats.clip_samples, n_silence, seed, PAD_FLOOR_DBFS]).encode())
     if n_silence:                          # the silence clips are cut from the bank: another bank, another cache
         for x in noise_bank:
             h.update(f"{len(x)}|".encode() + np.ascontiguousarray(x[:: max(1, len(x) // 4096)]).tobytes())
