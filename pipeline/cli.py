@@ -12,7 +12,7 @@ import os
 import sys
 from pathlib import Path
 
-from .config import DEFAULT_WORDS, AugmentConfig, FeatureConfig, ModelConfig, TrainConfig
+from .config import DEFAULT_WORDS, MAX_FRAME_STACK, AugmentConfig, FeatureConfig, ModelConfig, TrainConfig
 from .errors import ConfigError, KwsError
 
 DEFAULT_DATA = Path("data/synth")
@@ -83,7 +83,6 @@ def f_min_arg(s: str) -> float:
 
 
 def frame_stack_arg(s: str) -> int:
-    from .config import MAX_FRAME_STACK
     v = positive_int(s)
     if v > MAX_FRAME_STACK:
         raise argparse.ArgumentTypeError(f"must be at most {MAX_FRAME_STACK}, got {v}")
@@ -303,8 +302,9 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--ema-decay", type=fraction, default=0.0, help="validate, keep and export an exponential moving "
                    "average of the weights with this decay per step, e.g. 0.995 (default 0: off)")
     t.add_argument("--trim-prob", type=fraction, default=AugmentConfig.trim_prob,
-                   help="share of training clips cut to the word and a 0-150 ms margin, digital silence "
-                   "elsewhere, as short trimmed recordings padded to the window are (default %(default)s)")
+                   help="share of training clips cut to the word and a {:g}-{:g} ms margin, digital silence "
+                   "elsewhere, as short trimmed recordings padded to the window are (default %(default)s)"
+                   .format(*AugmentConfig.trim_margin_ms))
     t.add_argument("--free-position", action="store_true", help="place each word anywhere in the window and train "
                    "8%% of keyword clips, cut to a fragment at its edge, as _unknown_: fewer false accepts in a "
                    "stream, lower accuracy on real speakers (README, Results)")

@@ -163,7 +163,10 @@ class Augmenter:
     def trim_mask(self, x: torch.Tensor) -> torch.Tensor | None:
         """(batch, samples) clean placed words -> (batch, samples) float mask that keeps, on
         ``trim_prob`` of the clips, the word plus a random ``trim_margin_ms`` on each side (1 elsewhere
-        and on the other clips); None when no clip is trimmed."""
+        and on the other clips); None when no clip is trimmed. With ``trim_prob`` 0 it draws no random
+        numbers, so training without it is what it was before the option existed."""
+        if self.cfg.trim_prob <= 0:
+            return None
         b, n = x.shape
         dev = x.device
         trim = torch.rand(b, device=dev) < self.cfg.trim_prob
@@ -181,7 +184,7 @@ class Augmenter:
     def __call__(self, x: torch.Tensor, keyword: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         """(batch, samples) -> (augmented (batch, samples), cut (batch,) bool); see speed_and_shift."""
         x, cut = self.speed_and_shift(x, keyword)
-        keep = self.trim_mask(x) if self.cfg.trim_prob > 0 else None
+        keep = self.trim_mask(x)
         x = self.channel(x)
         x = self.add_noise(x)
         x = self.gain_and_clip(x)
