@@ -12,7 +12,8 @@ import os
 import sys
 from pathlib import Path
 
-from .config import DEFAULT_WORDS, MAX_FRAME_STACK, AugmentConfig, FeatureConfig, ModelConfig, TrainConfig
+from .config import (DEFAULT_WORDS, MAX_FRAME_STACK, AugmentConfig, FeatureConfig, ModelConfig, TrainConfig,
+                     apply_overrides)
 from .errors import ConfigError, KwsError
 
 DEFAULT_DATA = Path("data/synth")
@@ -133,7 +134,8 @@ def _run_config(a: argparse.Namespace, labels: tuple[str, ...]):
     lr = a.lr if a.lr is not None else (1e-3 if a.init else 3e-3)
     train = TrainConfig(epochs=a.epochs, batch_size=a.batch_size, lr=lr, seed=a.seed, augment=aug,
                         ema_decay=a.ema_decay, data_repeats=tuple(a.repeat or ()))
-    return RunConfig(labels=labels, features=feats, model=model, train=train)
+    cfg = RunConfig(labels=labels, features=feats, model=model, train=train)
+    return apply_overrides(cfg, getattr(a, "set", None) or [], fixed=("features", "model") if a.init else ())
 
 
 def _init_config(a: argparse.Namespace, init):
@@ -311,6 +313,9 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--repeat", type=positive_int, nargs="+", default=None, metavar="N", help="how often an epoch "
                    "uses each --data folder's training clips, one number per folder in order (default 1 each): "
                    "e.g. --data data/synth data/mine --repeat 1 20 to let a few own recordings count")
+    t.add_argument("--set", action="append", default=None, metavar="SECTION.FIELD=VALUE", help="set any other "
+                   "config value, e.g. train.unknown_fraction=0.07 or train.augment.vtlp=0.8,1.25 (repeatable; "
+                   "fields: pipeline/config.py; saved with the model like every setting)")
     t.add_argument("--resume", action="store_true", help="continue the run in --out from its last.pt")
     t.add_argument("--init", type=Path, default=None, help="fine-tune: start from this run folder (its best.pt) "
                    "or .pt checkpoint, keeping its words, features, model and normalisation; the data must "
@@ -318,9 +323,12 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--jobs", type=positive_int, default=jobs_default(), help="processes for decoding audio")
     train_flags(t)
 
-    e = add("export", cmd_export, "Export a run to ONNX (waveform model, frames model, front-end).")
-    e.add_argument("run", type=Path, help="run folder (uses best.pt) or a .pt checkpoint")
-    e.add_argument("--out", type=Path, default=None, help="output .onnx path (default RUN/model.onnx)")
+    e = add("export", cmd_export, "Export a run to ONNX (waveform model, frames model, front-end); several "
+            "runs of the same words and front-end export as one model that averages their probabilities.")
+    e.add_argument("run", type=Path, nargs="+", help="run folder (uses best.pt) or a .pt checkpoint; several: "
+                   "an ensemble (e.g. trainings with other --seed), one classifier each at inference")
+    e.add_argument("--out", type=Path, default=None, help="output .onnx path (default RUN/model.onnx; "
+                   "required with several runs)")
     e.add_argument("--int8", action="store_true", help="also write dynamically quantised INT8 models")
 
     pr = add("predict", cmd_predict, "Print the label and score of each audio file (onnxruntime, no torch).")

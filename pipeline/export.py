@@ -11,6 +11,8 @@ Three graphs, each carrying the same metadata (labels, sample rate, config JSON,
                          the stream computes only the new frames of each hop with it
 
 ``--int8`` adds ``model.int8.onnx`` and ``model.frames.int8.onnx`` (onnxruntime dynamic quantisation).
+Several runs (same words and front-end) export as one ensemble: the same three graphs, with the
+members' probabilities averaged (pipeline/ensemble.py) and an ``ensemble`` metadata entry.
 """
 from __future__ import annotations
 
@@ -26,17 +28,21 @@ import numpy as np
 import onnx
 import torch
 
-from .checkpoint import load_model
 from .config import RunConfig
+from .ensemble import load_ensemble, mean_thresholds
+from .errors import ConfigError
 from .features import MFCC
 from .model import FramesClassifier, WaveformClassifier
 
 PRODUCER = "kws-pipeline"
 
 
-def metadata(cfg: RunConfig, kind: str, thresholds: dict[str, float]) -> dict[str, str]:
-    return {"labels": json.dumps(list(cfg.labels)), "sample_rate": str(cfg.features.sample_rate),
+def metadata(cfg: RunConfig, kind: str, thresholds: dict[str, float], members: list[dict] | None = None) -> dict[str, str]:
+    meta = {"labels": json.dumps(list(cfg.labels)), "sample_rate": str(cfg.features.sample_rate),
             "config": cfg.to_json(), "kind": kind, "thresholds": json.dumps(thresholds)}
+    if members and len(members) > 1:
+        meta["ensemble"] = json.dumps(members)
+    return meta
 
 
 def _export(module: torch.nn.Module, example: torch.Tensor, path: Path, in_name: str, out_name: str,
@@ -83,27 +89,31 @@ def load_thresholds(run: Path) -> dict[str, float]:
     return json.loads(f.read_text()) if f.is_file() else {}
 
 
-def export_run(run: Path, out: Path | None = None, int8: bool = False, check_clips: np.ndarray | None = None,
-               log=print) -> dict[str, Path]:
-    """Export ``run`` (a run folder or .pt) -> {name: path}. Checks onnxruntime against PyTorch."""
+def export_run(run: Path | list[Path], out: Path | None = None, int8: bool = False,
+               check_clips: np.ndarray | None = None, log=print) -> dict[str, Path]:
+    """Export ``run`` (a run folder or .pt, or a list of them: an ensemble) -> {name: path}.
+    Checks onnxruntime against PyTorch."""
     import onnxruntime as ort
 
-    cfg, clf = load_model(run)
-    thresholds = load_thresholds(run)
-    out = Path(out) if out else (Path(run) if Path(run).is_dir() else Path(run).parent) / "model.onnx"
+    runs = [Path(r) for r in run] if isinstance(run, (list, tuple)) else [Path(run)]
+    if len(runs) > 1 and out is None:
+        raise ConfigError("--out: give the output .onnx file when exporting several runs as one model")
+    cfg, clf, members = load_ensemble(runs)
+    thresholds = mean_thresholds([load_thresholds(r) for r in runs])
+    out = Path(out) if out else (runs[0] if runs[0].is_dir() else runs[0].parent) / "model.onnx"
     out.parent.mkdir(parents=True, exist_ok=True)
     stem = out.with_suffix("")
     paths = {"model": out, "frames": Path(f"{stem}.frames.onnx"), "frontend": Path(f"{stem}.frontend.onnx")}
     f = cfg.features
     wave_model = WaveformClassifier(f, clf, use_dft=True).eval()
     wave = torch.zeros(2, f.clip_samples)
-    _export(wave_model, wave, paths["model"], "waveform", "probs", {0: ("batch", 1)}, metadata(cfg, "waveform", thresholds))
+    _export(wave_model, wave, paths["model"], "waveform", "probs", {0: ("batch", 1)}, metadata(cfg, "waveform", thresholds, members))
     feats = torch.zeros(2, f.n_frames, f.n_mfcc)
     # frames: the model's window (n_frames); the exported LSTM has a fixed number of steps anyway
     _export(FramesClassifier(clf), feats, paths["frames"], "frames", "probs", {0: ("batch", 1)},
-            metadata(cfg, "frames", thresholds))
+            metadata(cfg, "frames", thresholds, members))
     _export(MFCC(f, use_dft=True), torch.zeros(1, f.clip_samples), paths["frontend"], "waveform", "frames",
-            {1: ("samples", f.n_fft)}, metadata(cfg, "frontend", thresholds))
+            {1: ("samples", f.n_fft)}, metadata(cfg, "frontend", thresholds, members))
     if int8:
         paths["model_int8"] = Path(f"{stem}.int8.onnx")
         paths["frames_int8"] = Path(f"{stem}.frames.int8.onnx")
@@ -117,7 +127,8 @@ def export_run(run: Path, out: Path | None = None, int8: bool = False, check_cli
     with torch.no_grad():
         ref = WaveformClassifier(f, clf, use_dft=False)(torch.from_numpy(x)).numpy()
     err = float(np.abs(got - ref).max())
-    log(f"exported {paths['model']} ({paths['model'].stat().st_size / 1e6:.2f} MB); onnxruntime vs PyTorch "
+    what = f"{len(runs)} runs averaged, " if len(runs) > 1 else ""
+    log(f"exported {paths['model']} ({what}{paths['model'].stat().st_size / 1e6:.2f} MB); onnxruntime vs PyTorch "
         f"max |dp| = {err:.2e} on {len(x)} clips")
     if err > 1e-4:
         raise RuntimeError(f"ONNX output differs from PyTorch by {err:.2e} (> 1e-4)")
