@@ -327,8 +327,8 @@ def build_parser() -> argparse.ArgumentParser:
             "runs of the same words and front-end export as one model that averages their probabilities.")
     e.add_argument("run", type=Path, nargs="+", help="run folder (uses best.pt) or a .pt checkpoint; several: "
                    "an ensemble (e.g. trainings with other --seed), one classifier each at inference")
-    e.add_argument("--out", type=Path, default=None, help="output .onnx path (default RUN/model.onnx; "
-                   "required with several runs)")
+    e.add_argument("--out", type=Path, default=None, help="output .onnx path, or a folder for FOLDER/model.onnx "
+                   "(default RUN/model.onnx; required with several runs)")
     e.add_argument("--int8", action="store_true", help="also write dynamically quantised INT8 models")
 
     pr = add("predict", cmd_predict, "Print the label and score of each audio file (onnxruntime, no torch).")

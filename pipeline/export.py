@@ -101,6 +101,10 @@ def export_run(run: Path | list[Path], out: Path | None = None, int8: bool = Fal
     cfg, clf, members = load_ensemble(runs)
     thresholds = mean_thresholds([load_thresholds(r) for r in runs])
     out = Path(out) if out else (runs[0] if runs[0].is_dir() else runs[0].parent) / "model.onnx"
+    if out.is_dir():
+        out = out / "model.onnx"
+    if out.suffix != ".onnx":
+        raise ConfigError(f"--out {out}: give a file name ending in .onnx (or a folder, for FOLDER/model.onnx)")
     out.parent.mkdir(parents=True, exist_ok=True)
     stem = out.with_suffix("")
     paths = {"model": out, "frames": Path(f"{stem}.frames.onnx"), "frontend": Path(f"{stem}.frontend.onnx")}

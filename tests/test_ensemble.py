@@ -75,3 +75,11 @@ def test_ensemble_needs_an_out_file_and_matching_runs(tiny_run, second_run, tmp_
         line, = p.stderr.strip().splitlines()
         assert str(tmp_path / name) in line and ("f_min" in line if name == "band.pt" else "words" in line), line
     assert not (tmp_path / "x.onnx").exists()
+
+
+def test_export_out_may_be_a_folder_but_not_another_file_type(tiny_run, tmp_path):
+    kws("export", tiny_run, "--out", tmp_path)
+    assert (tmp_path / "model.onnx").is_file() and (tmp_path / "model.frames.onnx").is_file()
+    p = kws("export", tiny_run, "--out", tmp_path / "model.txt", check=False)
+    assert p.returncode == 2 and p.stderr.strip().splitlines() == [
+        f"kws: error: --out {tmp_path / 'model.txt'}: give a file name ending in .onnx (or a folder, for FOLDER/model.onnx)"]
