@@ -133,7 +133,8 @@ def _run_config(a: argparse.Namespace, labels: tuple[str, ...]):
         aug = replace(aug, free_position=True, partial_word_prob=0.08)
     lr = a.lr if a.lr is not None else (1e-3 if a.init else 3e-3)
     train = TrainConfig(epochs=a.epochs, batch_size=a.batch_size, lr=lr, seed=a.seed, augment=aug,
-                        ema_decay=a.ema_decay, data_repeats=tuple(a.repeat or ()))
+                        ema_decay=a.ema_decay, data_repeats=tuple(a.repeat or ()),
+                        teachers=tuple(str(t) for t in getattr(a, "teacher", None) or ()))
     cfg = RunConfig(labels=labels, features=feats, model=model, train=train)
     return apply_overrides(cfg, getattr(a, "set", None) or [], fixed=("features", "model") if a.init else ())
 
@@ -168,6 +169,9 @@ def cmd_train(a: argparse.Namespace) -> None:
     template = saved or (_init_config(a, init["run_config"]) if init else _run_config(a, ("a", "b")))
     fixed_labels = saved.labels if saved else (init["run_config"].labels if init else None)
     check_repeats(a.data, template.train.data_repeats)          # before any decoding
+    if template.train.teachers and not saved:
+        from .distill import check_teachers
+        check_teachers(template, labels=False)
     if distributed and rank != 0:
         dist.barrier()                       # rank 0 decodes the caches first
     data = prepare(a.data, template.features, template.train, a.cache_dir, task=a.task,
@@ -313,6 +317,10 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--repeat", type=positive_int, nargs="+", default=None, metavar="N", help="how often an epoch "
                    "uses each --data folder's training clips, one number per folder in order (default 1 each): "
                    "e.g. --data data/synth data/mine --repeat 1 20 to let a few own recordings count")
+    t.add_argument("--teacher", type=Path, nargs="+", default=None, metavar="RUN", help="distillation: also "
+                   "learn these trained runs' averaged probabilities (same words and front-end), so one model "
+                   "gets closer to their ensemble (weight and temperature: --set train.distill_weight=0.5 "
+                   "--set train.distill_temperature=2)")
     t.add_argument("--set", action="append", default=None, metavar="SECTION.FIELD=VALUE", help="set any other "
                    "config value, e.g. train.unknown_fraction=0.07 or train.augment.vtlp=0.8,1.25 (repeatable; "
                    "fields: pipeline/config.py; saved with the model like every setting)")

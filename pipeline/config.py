@@ -149,6 +149,10 @@ class TrainConfig:
     silence_fraction: float = 0.08     # of training clips, cut from background noise
     unknown_fraction: float = 0.10     # cap on _unknown_ clips, as a fraction of the split
     augment: AugmentConfig = field(default_factory=AugmentConfig)
+    # Distillation (pipeline/distill.py): runs whose averaged probabilities the model also learns.
+    teachers: tuple[str, ...] = ()
+    distill_weight: float = 0.5        # share of the loss on the teachers' soft targets
+    distill_temperature: float = 2.0
 
     def __post_init__(self) -> None:
         _check(self.epochs > 0, "epochs must be positive")
@@ -156,6 +160,8 @@ class TrainConfig:
         _check(self.lr > 0, "lr must be positive")
         _check(0.0 <= self.ema_decay < 1.0, "ema_decay must be in [0, 1)")
         _check(all(isinstance(r, int) and r >= 1 for r in self.data_repeats), "data_repeats must be whole numbers >= 1")
+        _check(0.0 <= self.distill_weight <= 1.0, "distill_weight must be in [0, 1]")
+        _check(self.distill_temperature > 0, "distill_temperature must be positive")
 
 
 @dataclass(frozen=True)

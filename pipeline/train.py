@@ -32,6 +32,7 @@ from .errors import CheckpointError
 from .config import UNKNOWN, RunConfig
 from .data import PreparedData
 from .datasets.augment import Augmenter
+from .distill import Teacher
 from .features import MFCC, spec_augment
 from .model import BiLSTMClassifier, WeightEMA, count_parameters
 from .plots import plot_curves
@@ -162,8 +163,9 @@ class TrainStep:
 
     def __init__(self, net: torch.nn.Module, model: BiLSTMClassifier, frontend: MFCC, augment: Augmenter,
                  opt: torch.optim.Optimizer, tc, device: torch.device, amp: bool | None = None,
-                 unknown_index: int | None = None, keyword_mask: torch.Tensor | None = None):
+                 unknown_index: int | None = None, keyword_mask: torch.Tensor | None = None, teacher=None):
         self.net, self.model, self.frontend, self.augment, self.opt, self.tc = net, model, frontend, augment, opt, tc
+        self.teacher = teacher                       # a distill.Teacher, or None
         self.device, self.amp = device, use_bf16(device) if amp is None else amp
         # keyword_mask (classes,) bool: labels whose clips may be cut to a fragment -> unknown_index
         self.unknown_index = unknown_index
@@ -180,11 +182,14 @@ class TrainStep:
             if self.keyword_mask is not None:
                 y = torch.where(cut, torch.full_like(y, self.unknown_index), y)
             feats = self.frontend(wave, warp)
+            soft = self.teacher.logits(feats) if self.teacher is not None else None
             feats = spec_augment(feats, a.time_masks, a.time_mask_frames, a.freq_masks, a.freq_mask_bins,
                                  fill=self.model.feat_mean)
         with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.amp):
             logits = self.net(feats).float()
         loss = F.cross_entropy(logits, y, label_smoothing=self.tc.label_smoothing)
+        if soft is not None:
+            loss = self.teacher.loss(logits, soft, loss)
         self.opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.tc.grad_clip)
@@ -273,7 +278,8 @@ def train(cfg: RunConfig, data: PreparedData, run_dir: Path, device: torch.devic
     kept_model = ema.model if ema is not None else model      # what is validated, saved and exported
     unknown = cfg.labels.index(UNKNOWN) if UNKNOWN in cfg.labels else None
     keywords = torch.tensor([not l.startswith("_") for l in cfg.labels])
-    step_fn = TrainStep(net, model, frontend, augment, opt, tc, device, amp, unknown, keywords)
+    teacher = Teacher(cfg, device, amp) if tc.teachers else None
+    step_fn = TrainStep(net, model, frontend, augment, opt, tc, device, amp, unknown, keywords, teacher)
     if main:
         log(f"model: {count_parameters(model):,} parameters; {len(train_clips)} train / {len(val_clips)} val "
             f"clips" + (f" ({len(pool)} uses per epoch with --repeat)" if len(pool) != len(train_clips) else "")
