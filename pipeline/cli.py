@@ -12,99 +12,17 @@ import os
 import sys
 from pathlib import Path
 
-from .config import (DEFAULT_WORDS, MAX_FRAME_STACK, AugmentConfig, FeatureConfig, ModelConfig, TrainConfig,
-                     apply_overrides)
+from .cli_types import (f_min_arg, fraction, frame_stack_arg, jobs_default, n_mfcc_arg, nonneg_int, positive_float,
+                        positive_int, word_list)
+from .config import DEFAULT_WORDS, AugmentConfig, FeatureConfig, ModelConfig, TrainConfig, apply_overrides
 from .errors import ConfigError, KwsError
 
 DEFAULT_DATA = Path("data/synth")
 DEFAULT_RUN = Path("runs/default")
 
 
-def positive_int(s: str) -> int:
-    try:
-        v = int(s)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a whole number, got {s!r}") from None
-    if v <= 0:
-        raise argparse.ArgumentTypeError(f"must be positive, got {v}")
-    return v
-
-
-def nonneg_int(s: str) -> int:
-    try:
-        v = int(s)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a whole number, got {s!r}") from None
-    if v < 0:
-        raise argparse.ArgumentTypeError(f"must be 0 or more, got {v}")
-    return v
-
-
-def _number(s: str) -> float:
-    try:
-        return float(s)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number, got {s!r}") from None
-
-
-def positive_float(s: str) -> float:
-    v = _number(s)
-    if not v > 0:
-        raise argparse.ArgumentTypeError(f"must be positive, got {v}")
-    return v
-
-
-def probability(s: str) -> float:
-    v = positive_float(s)
-    if v >= 1:
-        raise argparse.ArgumentTypeError(f"must be in (0, 1), got {v}")
-    return v
-
-
-def fraction(s: str) -> float:
-    """A number in [0, 1)."""
-    v = _number(s)
-    if not 0 <= v < 1:
-        raise argparse.ArgumentTypeError(f"must be in [0, 1), got {v}")
-    return v
-
-
-def n_mfcc_arg(s: str) -> int:
-    v = positive_int(s)
-    if v > FeatureConfig.n_mels:
-        raise argparse.ArgumentTypeError(f"must be at most the {FeatureConfig.n_mels} mel bands, got {v}")
-    return v
-
-
-def f_min_arg(s: str) -> float:
-    v = _number(s)
-    if not 0 <= v < FeatureConfig.f_max:
-        raise argparse.ArgumentTypeError(f"must be in [0, {FeatureConfig.f_max:g}) Hz, got {v:g}")
-    return v
-
-
-def frame_stack_arg(s: str) -> int:
-    v = positive_int(s)
-    if v > MAX_FRAME_STACK:
-        raise argparse.ArgumentTypeError(f"must be at most {MAX_FRAME_STACK}, got {v}")
-    return v
-
-
-def word_list(s: str) -> tuple[str, ...]:
-    words = tuple(w.strip() for w in s.split(",") if w.strip())
-    if not words:
-        raise argparse.ArgumentTypeError("expected comma-separated words, e.g. yes,no,stop")
-    bad = [w for w in words if w.startswith("_") or "/" in w]
-    if bad:
-        raise argparse.ArgumentTypeError(f"not usable as word names: {bad}")
-    return words
-
-
-def jobs_default() -> int:
-    return max(1, min(8, os.cpu_count() or 1))
-
-
 # ---------------------------------------------------------------- commands
+
 
 def cmd_synth(a: argparse.Namespace) -> None:
     from .datasets.synth import ENGINES, SynthArgs, UNKNOWN_WORDS, synthesise

@@ -138,7 +138,7 @@ def check_speaker_arg(s: str) -> str:
 
 
 def add_stream_commands(add) -> None:
-    from .cli import positive_float, positive_int, probability, word_list
+    from .cli_types import positive_float, positive_int, probability, word_list
     from .config import DEFAULT_WORDS
     from .record import run_record
 
