@@ -52,9 +52,9 @@ def _run_config(a: argparse.Namespace, labels: tuple[str, ...]):
     lr = a.lr if a.lr is not None else (1e-3 if a.init else 3e-3)
     train = TrainConfig(epochs=a.epochs, batch_size=a.batch_size, lr=lr, seed=a.seed, augment=aug,
                         ema_decay=a.ema_decay, data_repeats=tuple(a.repeat or ()),
-                        teachers=tuple(str(t) for t in getattr(a, "teacher", None) or ()))
+                        teachers=tuple(str(t) for t in a.teacher or ()))
     cfg = RunConfig(labels=labels, features=feats, model=model, train=train)
-    return apply_overrides(cfg, getattr(a, "set", None) or [], fixed=("features", "model") if a.init else ())
+    return apply_overrides(cfg, a.set or [], fixed=("features", "model") if a.init else ())
 
 
 def _init_config(a: argparse.Namespace, init):

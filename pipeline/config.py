@@ -66,6 +66,10 @@ class FeatureConfig:
         _check(0 <= self.f_min < self.f_max <= self.sample_rate / 2, "need 0 <= f_min < f_max <= sample_rate/2")
         _check(self.log_eps > 0, "log_eps must be positive")
 
+    def differing(self, other: "FeatureConfig") -> list[str]:
+        """Names of the fields whose values differ from ``other``'s."""
+        return [f.name for f in dataclasses.fields(self) if getattr(self, f.name) != getattr(other, f.name)]
+
     @property
     def n_freqs(self) -> int:
         return self.n_fft // 2 + 1

@@ -32,8 +32,8 @@ def check_teachers(cfg: RunConfig, labels: bool = True):
         raise CheckpointError(f"--teacher {runs[0]}: its words ({', '.join(tcfg.labels)}) differ from the "
                               f"data's ({', '.join(cfg.labels)})")
     if tcfg.features != cfg.features:
-        diff = [k for k, v in tcfg.features.__dict__.items() if getattr(cfg.features, k) != v]
-        raise CheckpointError(f"--teacher {runs[0]}: its front-end differs from this training's ({', '.join(diff)})")
+        raise CheckpointError(f"--teacher {runs[0]}: its front-end differs from this training's "
+                              f"({', '.join(tcfg.features.differing(cfg.features))})")
     return tcfg, model
 
 

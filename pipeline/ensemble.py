@@ -61,8 +61,8 @@ def load_ensemble(runs: list[Path]) -> tuple[RunConfig, nn.Module, list[dict]]:
             raise CheckpointError(f"{run}: its words ({', '.join(cfg.labels)}) differ from {runs[0]}'s "
                                   f"({', '.join(first_cfg.labels)}); an ensemble needs the same words")
         if cfg.features != first_cfg.features:
-            diff = [k for k, v in cfg.features.__dict__.items() if getattr(first_cfg.features, k) != v]
-            raise CheckpointError(f"{run}: its front-end differs from {runs[0]}'s ({', '.join(diff)}); "
+            raise CheckpointError(f"{run}: its front-end differs from {runs[0]}'s "
+                                  f"({', '.join(cfg.features.differing(first_cfg.features))}); "
                                   f"an ensemble needs the same features")
         members.append(clf)
         described.append(_describe(run, cfg))
