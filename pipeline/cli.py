@@ -14,7 +14,8 @@ from pathlib import Path
 
 from .cli_types import (f_min_arg, fraction, frame_stack_arg, jobs_default, n_mfcc_arg, nonneg_int, positive_float,
                         positive_int, word_list)
-from .config import DEFAULT_WORDS, AugmentConfig, FeatureConfig, ModelConfig, TrainConfig, apply_overrides
+from .config import (DEFAULT_ENGINES, DEFAULT_WORDS, AugmentConfig, FeatureConfig, ModelConfig, TrainConfig,
+                     apply_overrides)
 from .errors import ConfigError, KwsError
 
 DEFAULT_DATA = Path("data/synth")
@@ -135,7 +136,7 @@ def cmd_demo(a: argparse.Namespace) -> None:
     t0 = time.time()
     a.out, run = a.data, a.run
     a.words, a.unknown_words, a.takes, a.unknown_per_speaker = DEFAULT_WORDS, None, 2, 10
-    a.max_speakers, a.engines = 0, ("espeak", "flite", "piper", "hibari")
+    a.max_speakers, a.engines = 0, DEFAULT_ENGINES
     cmd_synth(a)
     t_synth = time.time() - t0
     # `kws train` with its own defaults for every flag the demo does not set
@@ -180,8 +181,9 @@ def build_parser() -> argparse.ArgumentParser:
                    "the _unknown_ class (default: a built-in list of ~50 words)")
     s.add_argument("--takes", type=positive_int, default=2, help="clips per speaker and target word (default 2)")
     s.add_argument("--unknown-per-speaker", type=nonneg_int, default=10, help="unknown-word clips per speaker (default 10)")
-    s.add_argument("--engines", type=word_list, default=("espeak", "flite", "piper", "hibari"),
-                   help="comma-separated TTS engines to use: espeak,flite,piper,hibari (default all)")
+    s.add_argument("--engines", type=word_list, default=DEFAULT_ENGINES,
+                   help="comma-separated TTS engines to use: espeak,flite,piper,hibari (the default) and "
+                   "hibari-vc (8 more voices converted from hibari's, 6 of them male; off by default)")
     s.add_argument("--max-speakers", type=nonneg_int, default=0, help="use at most N speakers, a seeded random "
                    "subset (default 0: all ~140)")
 

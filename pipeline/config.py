@@ -34,6 +34,7 @@ REFRACTORY_MS = 1500
 SMOOTH_WINDOWS = 5
 #: Most MFCC frames one LSTM step may join (ModelConfig.frame_stack).
 MAX_FRAME_STACK = 8
+DEFAULT_ENGINES = ("espeak", "flite", "piper", "hibari")   # kws synth; see datasets/synth.py
 
 
 def _check(cond: bool, msg: str) -> None:

