@@ -137,6 +137,10 @@ class AugmentConfig:
     time_mask_frames: int = 10
     freq_masks: int = 2
     freq_mask_bins: int = 5
+    time_warp_frames: int = 0          # SpecAugment time warp: an anchor frame moves by up to this
+
+    def __post_init__(self) -> None:
+        _check(self.time_warp_frames >= 0, "time_warp_frames must be >= 0")
 
 
 @dataclass(frozen=True)
@@ -158,6 +162,9 @@ class TrainConfig:
     teachers: tuple[str, ...] = ()
     distill_weight: float = 0.5        # share of the loss on the teachers' soft targets
     distill_temperature: float = 2.0
+    # mixup: each clip's features become lam * own + (1 - lam) * another clip's of the batch, and its
+    # loss the same mix of both labels' losses; lam ~ Beta(mixup_alpha, mixup_alpha), 0 = off.
+    mixup_alpha: float = 0.0
 
     def __post_init__(self) -> None:
         _check(self.epochs > 0, "epochs must be positive")
@@ -167,6 +174,7 @@ class TrainConfig:
         _check(all(isinstance(r, int) and r >= 1 for r in self.data_repeats), "data_repeats must be whole numbers >= 1")
         _check(0.0 <= self.distill_weight <= 1.0, "distill_weight must be in [0, 1]")
         _check(self.distill_temperature > 0, "distill_temperature must be positive")
+        _check(self.mixup_alpha >= 0, "mixup_alpha must be >= 0")
 
 
 @dataclass(frozen=True)

@@ -85,6 +85,27 @@ class MFCC(nn.Module):
         return torch.log(mel + self.cfg.log_eps) @ self.dct                         # (batch, frames, n_mfcc)
 
 
+def time_warp(feats: torch.Tensor, max_shift: int) -> torch.Tensor:
+    """SpecAugment's time warp on (batch, frames, n_mfcc), each item its own warp: a random anchor
+    frame c (at least ``max_shift`` from either end) moves by d in [-max_shift, max_shift], the
+    frames before it are stretched linearly onto [0, c + d] and those after onto [c + d, frames - 1]
+    (linear interpolation between frames). Real speakers lengthen and shorten the parts of a word
+    unevenly; speed perturbation scales the whole word alike. Identity for ``max_shift`` 0."""
+    b, t, f = feats.shape
+    if max_shift <= 0 or t <= 2 * max_shift + 1:
+        return feats
+    dev = feats.device
+    c = max_shift + torch.rand(b, 1, device=dev) * (t - 1 - 2 * max_shift)       # anchor (source)
+    d = (torch.rand(b, 1, device=dev) * 2 - 1) * max_shift                       # its displacement
+    tt = torch.arange(t, device=dev).float().unsqueeze(0)                        # output frame
+    src = torch.where(tt < c + d, tt * c / (c + d), c + (tt - c - d) * (t - 1 - c) / (t - 1 - c - d))
+    src = src.clamp(0, t - 1)
+    lo = src.floor().long().clamp(max=t - 2)
+    frac = (src - lo).unsqueeze(-1)
+    gather = lambda i: torch.gather(feats, 1, i.unsqueeze(-1).expand(b, t, f))
+    return gather(lo) * (1 - frac) + gather(lo + 1) * frac
+
+
 def spec_augment(feats: torch.Tensor, time_masks: int, time_width: int, freq_masks: int,
                  freq_width: int, fill: torch.Tensor | None = None) -> torch.Tensor:
     """SpecAugment masks on (batch, frames, n_mfcc), each item its own random masks.

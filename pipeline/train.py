@@ -33,7 +33,7 @@ from .config import UNKNOWN, RunConfig
 from .data import PreparedData
 from .datasets.augment import Augmenter
 from .distill import Teacher
-from .features import MFCC, spec_augment
+from .features import MFCC, spec_augment, time_warp
 from .model import BiLSTMClassifier, WeightEMA, count_parameters
 from .plots import plot_curves
 
@@ -152,11 +152,25 @@ def thresholds_from_validation(probs: np.ndarray, truth: np.ndarray, labels: tup
     return out
 
 
+def mixup(feats: torch.Tensor, alpha: float) -> tuple[torch.Tensor, tuple[torch.Tensor, torch.Tensor] | None]:
+    """(batch, frames, n_mfcc) -> (mixed features, (lam (batch,), partner index (batch,))), or the
+    features and None for ``alpha`` 0. Each clip is mixed with another clip of the batch at its own
+    lam ~ Beta(alpha, alpha), folded to >= 0.5 so that its own label stays the larger share."""
+    if alpha <= 0:
+        return feats, None
+    b = feats.shape[0]
+    lam = torch.distributions.Beta(alpha, alpha).sample((b,)).to(feats.device)
+    lam = torch.maximum(lam, 1 - lam)
+    other = torch.randperm(b, device=feats.device)
+    mixed = lam.view(b, 1, 1) * feats + (1 - lam.view(b, 1, 1)) * feats[other]
+    return mixed, (lam, other)
+
+
 class TrainStep:
     """One optimisation step on a batch, everything on ``device``:
 
     int16-derived waveform (batch, samples) -> augment -> MFCC (FFT, VTLP-warped filterbank)
-    -> SpecAugment -> BiLSTM (bf16 autocast where :func:`use_bf16`) -> label-smoothed
+    -> time warp and mixup (when configured) -> SpecAugment -> BiLSTM (bf16 autocast where :func:`use_bf16`) -> label-smoothed
     cross-entropy -> backward -> clip -> AdamW.
     The training command and scripts/bench_train.py both use it.
     """
@@ -181,13 +195,19 @@ class TrainStep:
             wave, cut = self.augment(x, None if self.keyword_mask is None else self.keyword_mask[y])
             if self.keyword_mask is not None:
                 y = torch.where(cut, torch.full_like(y, self.unknown_index), y)
-            feats = self.frontend(wave, warp)
+            feats = time_warp(self.frontend(wave, warp), a.time_warp_frames)
+            feats, mix = mixup(feats, self.tc.mixup_alpha)
             soft = self.teacher.logits(feats) if self.teacher is not None else None
             feats = spec_augment(feats, a.time_masks, a.time_mask_frames, a.freq_masks, a.freq_mask_bins,
                                  fill=self.model.feat_mean)
         with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.amp):
             logits = self.net(feats).float()
-        loss = F.cross_entropy(logits, y, label_smoothing=self.tc.label_smoothing)
+        if mix is None:
+            loss = F.cross_entropy(logits, y, label_smoothing=self.tc.label_smoothing)
+        else:
+            lam, other = mix
+            ce = lambda t: F.cross_entropy(logits, t, label_smoothing=self.tc.label_smoothing, reduction="none")
+            loss = (lam * ce(y) + (1 - lam) * ce(y[other])).mean()
         if soft is not None:
             loss = self.teacher.loss(logits, soft, loss)
         self.opt.zero_grad(set_to_none=True)

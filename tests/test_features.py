@@ -86,3 +86,34 @@ def test_vtlp_identity_warp_and_formant_shift():
     mel = torch.bmm(m.power(x, bins), fb).mean(1)                      # (3, n_mels)
     peaks = mel.argmax(-1)
     assert peaks[0] > peaks[1] > peaks[2]  # filters moved up (warp>1) see 1 kHz in a lower filter
+
+
+def test_time_warp_moves_an_anchor_and_keeps_the_ends():
+    """Warp 0 is the identity; otherwise each item's frames are a monotone re-timing of its own:
+    the first and last frames stay, a ramp stays a non-decreasing ramp, a marker frame moves by
+    at most the warp, and the values stay within the input's range."""
+    from pipeline.features import time_warp
+    torch.manual_seed(0)
+    f = torch.randn(6, 98, 40)
+    assert torch.equal(time_warp(f, 0), f)
+    ramp = torch.arange(98.0).view(1, 98, 1).expand(6, 98, 40).contiguous()
+    w = time_warp(ramp, 8)
+    assert torch.allclose(w[:, 0], ramp[:, 0]) and torch.allclose(w[:, -1], ramp[:, -1], atol=1e-4)
+    assert (w[:, 1:] - w[:, :-1] >= -1e-5).all()
+    assert (w - ramp).abs().amax() <= 8 + 1e-4 and (w - ramp).abs().amax() > 1.0
+    marker = torch.zeros(6, 98, 40)
+    marker[:, 50] = 1.0
+    peak = time_warp(marker, 8)[:, :, 0].argmax(1)
+    assert ((peak - 50).abs() <= 9).all()
+
+
+def test_mixup_mixes_each_clip_with_a_partner():
+    from pipeline.train import mixup
+    torch.manual_seed(0)
+    f = torch.randn(16, 98, 40)
+    same, none = mixup(f, 0.0)
+    assert same is f and none is None
+    mixed, (lam, other) = mixup(f, 0.4)
+    assert ((lam >= 0.5) & (lam <= 1)).all() and sorted(other.tolist()) == list(range(16))
+    expect = lam.view(-1, 1, 1) * f + (1 - lam.view(-1, 1, 1)) * f[other]
+    assert torch.allclose(mixed, expect)

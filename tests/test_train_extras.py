@@ -72,6 +72,31 @@ def test_train_step_relabels_cut_words_as_unknown():
     assert y2.tolist() == [3, 3, 2, 3, 3, 3, 2, 3]
 
 
+def test_train_step_with_mixup_and_time_warp():
+    """Mixup's loss is lam * CE(own label) + (1 - lam) * CE(partner's): with one label for the whole
+    batch that is the plain cross-entropy of the returned logits, whatever lam; with two labels
+    mixed it is not (soft targets)."""
+    import torch.nn.functional as F
+    from pipeline.config import AugmentConfig, FeatureConfig, ModelConfig, TrainConfig
+    from pipeline.datasets.augment import Augmenter
+    from pipeline.features import MFCC
+    from pipeline.model import BiLSTMClassifier
+    from pipeline.train import TrainStep
+
+    torch.manual_seed(0)
+    feats = FeatureConfig()
+    tc = TrainConfig(mixup_alpha=0.4, label_smoothing=0.0, augment=AugmentConfig(time_warp_frames=5, noise_prob=0.0))
+    model = BiLSTMClassifier(ModelConfig(hidden=8, layers=1, n_classes=4))
+    step = TrainStep(model, model, MFCC(feats), Augmenter(tc.augment, feats, [], "cpu"),
+                     torch.optim.AdamW(model.parameters()), tc, torch.device("cpu"), amp=False)
+    x = 0.1 * torch.randn(8, 16000)
+    loss, logits, y = step(x, torch.ones(8, dtype=torch.long))
+    assert torch.allclose(loss, F.cross_entropy(logits, y), atol=1e-5)
+    y2 = torch.tensor([0, 1] * 4)
+    loss, logits, _ = step(x, y2)
+    assert torch.isfinite(loss) and not torch.allclose(loss, F.cross_entropy(logits, y2), atol=1e-4)
+
+
 def test_weight_ema_follows_the_update_rule():
     """ema <- d * ema + (1 - d) * w with d = min(decay, (1+k)/(10+k)) after the k-th update; buffers copied."""
     from pipeline.config import ModelConfig
