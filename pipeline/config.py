@@ -190,6 +190,8 @@ class RunConfig:
         _check(len(self.labels) == self.model.n_classes, "model.n_classes must equal the number of labels")
         _check(len(set(self.labels)) == len(self.labels), "labels must be unique")
         _check(self.model.n_mfcc == self.features.n_mfcc, "model.n_mfcc must equal features.n_mfcc")
+        _check(2 * self.train.augment.time_warp_frames + 1 < self.features.n_frames,
+               f"time_warp_frames must be below half the window's {self.features.n_frames} frames")
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

@@ -170,8 +170,8 @@ class TrainStep:
     """One optimisation step on a batch, everything on ``device``:
 
     int16-derived waveform (batch, samples) -> augment -> MFCC (FFT, VTLP-warped filterbank)
-    -> time warp and mixup (when configured) -> SpecAugment -> BiLSTM (bf16 autocast where :func:`use_bf16`) -> label-smoothed
-    cross-entropy -> backward -> clip -> AdamW.
+    -> time warp and mixup (when configured) -> SpecAugment -> BiLSTM (bf16 autocast where
+    :func:`use_bf16`) -> label-smoothed cross-entropy -> backward -> clip -> AdamW.
     The training command and scripts/bench_train.py both use it.
     """
 

@@ -101,6 +101,8 @@ def test_time_warp_moves_an_anchor_and_keeps_the_ends():
     assert torch.allclose(w[:, 0], ramp[:, 0]) and torch.allclose(w[:, -1], ramp[:, -1], atol=1e-4)
     assert (w[:, 1:] - w[:, :-1] >= -1e-5).all()
     assert (w - ramp).abs().amax() <= 8 + 1e-4 and (w - ramp).abs().amax() > 1.0
+    warped = time_warp(f, 8)
+    assert warped.amin() >= f.amin() - 1e-6 and warped.amax() <= f.amax() + 1e-6
     marker = torch.zeros(6, 98, 40)
     marker[:, 50] = 1.0
     peak = time_warp(marker, 8)[:, :, 0].argmax(1)
@@ -117,3 +119,14 @@ def test_mixup_mixes_each_clip_with_a_partner():
     assert ((lam >= 0.5) & (lam <= 1)).all() and sorted(other.tolist()) == list(range(16))
     expect = lam.view(-1, 1, 1) * f + (1 - lam.view(-1, 1, 1)) * f[other]
     assert torch.allclose(mixed, expect)
+
+
+def test_time_warp_wider_than_half_the_window_is_a_config_error():
+    import pytest
+    from pipeline.config import AugmentConfig, ModelConfig, RunConfig, TrainConfig
+    from pipeline.errors import ConfigError
+    labels, model = ("a", "b"), ModelConfig(n_classes=2)
+    ok = RunConfig(labels, model=model, train=TrainConfig(augment=AugmentConfig(time_warp_frames=48)))
+    assert ok.train.augment.time_warp_frames == 48                          # 97 < 98 frames
+    with pytest.raises(ConfigError, match="time_warp_frames"):
+        RunConfig(labels, model=model, train=TrainConfig(augment=AugmentConfig(time_warp_frames=49)))
