@@ -72,6 +72,16 @@ def f_min_arg(s: str) -> float:
     return v
 
 
+def conv_channels_arg(s: str) -> int:
+    try:
+        v = int(s)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {s!r}") from None
+    if not 0 <= v <= 64:
+        raise argparse.ArgumentTypeError(f"must be in [0, 64], got {v}")
+    return v
+
+
 def frame_stack_arg(s: str) -> int:
     v = positive_int(s)
     if v > MAX_FRAME_STACK:

@@ -13,6 +13,7 @@ from __future__ import annotations
 import copy
 
 import torch
+import torchaudio.functional as AF
 from torch import nn
 
 from .config import FeatureConfig, ModelConfig
@@ -24,6 +25,8 @@ class BiLSTMClassifier(nn.Module):
 
     frames -> (x - mean) / std -> stack ``frame_stack`` neighbouring frames (batch, frames // k,
     k * n_mfcc) -> LSTM (layers, bidirectional) -> [mean over time ; max over time] -> dropout -> linear.
+    With ``conv_channels`` C > 0 the normalised frames first become (batch, frames, C * n_mfcc // 2)
+    through ``spectral_conv``.
     """
 
     def __init__(self, cfg: ModelConfig):
@@ -31,7 +34,14 @@ class BiLSTMClassifier(nn.Module):
         self.cfg = cfg
         self.register_buffer("feat_mean", torch.zeros(cfg.n_mfcc))
         self.register_buffer("feat_std", torch.ones(cfg.n_mfcc))
-        self.lstm = nn.LSTM(cfg.n_mfcc * cfg.frame_stack, cfg.hidden, num_layers=cfg.layers, batch_first=True,
+        width = cfg.n_mfcc
+        if cfg.conv_channels:
+            # inverse of the front-end's orthonormal DCT-II (square: n_mfcc == n_mels): MFCC -> log-mel
+            self.register_buffer("idct", AF.create_dct(cfg.n_mfcc, cfg.n_mfcc, norm="ortho").T.contiguous(),
+                                 persistent=False)
+            self.conv = nn.Conv2d(1, cfg.conv_channels, kernel_size=(3, 5), padding=(1, 2))
+            width = cfg.conv_channels * (cfg.n_mfcc // 2) + (cfg.n_mfcc if cfg.conv_skip else 0)
+        self.lstm = nn.LSTM(width * cfg.frame_stack, cfg.hidden, num_layers=cfg.layers, batch_first=True,
                             bidirectional=True, dropout=cfg.dropout if cfg.layers > 1 else 0.0)
         self.drop = nn.Dropout(cfg.dropout)
         self.head = nn.Linear(4 * cfg.hidden, cfg.n_classes)
@@ -44,6 +54,16 @@ class BiLSTMClassifier(nn.Module):
     def normalise(self, feats: torch.Tensor) -> torch.Tensor:
         return (feats - self.feat_mean) / self.feat_std
 
+    def spectral_conv(self, feats: torch.Tensor) -> torch.Tensor:
+        """(batch, frames, n_mfcc) raw MFCC -> (batch, frames, C * (n_mfcc // 2)).
+
+        The mean-removed log-mel spectrum ((x - mean) @ idct, scaled by one number: the RMS of the
+        per-coefficient stds) -> Conv2d 3x5 over (time, mel), ReLU -> max over mel-bin pairs."""
+        spec = (feats - self.feat_mean) @ self.idct / self.feat_std.pow(2).mean().sqrt()
+        y = torch.relu(self.conv(spec.unsqueeze(1)))                       # (batch, C, frames, n_mels)
+        y = torch.nn.functional.max_pool2d(y, kernel_size=(1, 2))          # (batch, C, frames, n_mels // 2)
+        return y.permute(0, 2, 1, 3).flatten(2)
+
     def stack(self, x: torch.Tensor) -> torch.Tensor:
         """(batch, frames, n) -> (batch, frames // k, k * n): step t holds frames k*t .. k*t + k-1 (after
         dropping the first frames % k)."""
@@ -55,7 +75,11 @@ class BiLSTMClassifier(nn.Module):
 
     def forward(self, feats: torch.Tensor) -> torch.Tensor:
         """(batch, frames, n_mfcc) -> (batch, n_classes)."""
-        out, _ = self.lstm(self.stack(self.normalise(feats)))   # (batch, frames // k, 2*hidden)
+        x = self.normalise(feats)
+        if self.cfg.conv_channels:
+            c = self.spectral_conv(feats)
+            x = torch.cat([x, c], dim=-1) if self.cfg.conv_skip else c
+        out, _ = self.lstm(self.stack(x))                       # (batch, frames // k, 2*hidden)
         pooled = torch.cat([out.mean(dim=1), out.amax(dim=1)], dim=-1)   # (batch, 4*hidden)
         return self.head(self.drop(pooled))
 

@@ -49,6 +49,7 @@ def test_corrupt_and_non_audio_files(tmp_path):
     (["train", "--data", "x", "--out", "y", "--ema-decay", "1"], "--ema-decay"),
     (["train", "--data", "x", "--out", "y", "--n-mfcc", "41"], "--n-mfcc"),
     (["train", "--data", "x", "--out", "y", "--frame-stack", "9"], "--frame-stack"),
+    (["train", "--data", "x", "--out", "y", "--conv", "65"], "--conv"),
     (["train", "--data", "x", "--out", "y", "--f-min", "4000"], "--f-min"),
     (["train", "--data", "x", "--out", "y", "--trim-prob", "1"], "--trim-prob"),
     (["train", "--data", "x", "--out", "y", "--set", "train.augment.vtlp=0.9"], "--set train.augment.vtlp"),
@@ -62,6 +63,13 @@ def test_corrupt_and_non_audio_files(tmp_path):
 ])
 def test_bad_flag_values(args, needle):
     assert_user_error(kws(*args, check=False), needle)
+
+
+def test_conv_needs_every_mel_band(tiny_data, tmp_path):
+    p = kws("train", "--data", tiny_data, "--out", tmp_path / "r", "--conv", "4", "--n-mfcc", "20",
+            "--cache-dir", tmp_path / "c", check=False)
+    assert_user_error(p, "--conv needs --n-mfcc 40", "got --n-mfcc 20")
+    assert not (tmp_path / "r" / "last.pt").exists()
 
 
 def test_checkpoint_from_another_config(tiny_run, tiny_data, tmp_path):

@@ -51,12 +51,14 @@ def test_set_overrides_any_field_and_survives_the_round_trip():
     assert cfg.train.augment.snr_db == (0.0, 20.0) and all(isinstance(x, float) for x in cfg.train.augment.snr_db)
     assert RunConfig.from_json(cfg.to_json()) == cfg
     assert apply_overrides(make(), []) == make()
+    assert apply_overrides(make(), ["train.augment.free_position=true"]).train.augment.free_position is True
+    assert apply_overrides(cfg, ["train.augment.free_position=false"]).train.augment.free_position is False
 
 
 @pytest.mark.parametrize("item,needle", [
     ("train.epochs", "expected SECTION.FIELD=VALUE"), ("labels=1", "must start with"),
     ("train.foo=1", "no field 'foo'"), ("train.augment=1", "is a section"), ("train.epochs.x=1", "not a section"),
-    ("train.epochs=abc", "cannot read 'abc'"), ("train.epochs=2.5", "not a value like 40"),
+    ("train.epochs=abc", "cannot read 'abc'"), ("train.augment.free_position=yes", "cannot read 'yes'"), ("train.epochs=2.5", "not a value like 40"),
     ("train.augment.vtlp=0.9", "not a value like (0.88, 1.12)"), ("train.augment.vtlp=1,2,3", "not a value like"),
     ("features.f_max=9000", "f_max"), ("model.n_classes=3", "n_classes")])
 def test_set_errors_name_the_key(item, needle):

@@ -1,11 +1,14 @@
-"""The classifier's frame stacking: what it computes, its export, and old configs."""
+"""The classifier's frame stacking and spectral convolution: what they compute, their export, and
+old configs."""
 import numpy as np
 import onnxruntime as ort
 import pytest
 import torch
 
 from pipeline.config import FeatureConfig, ModelConfig, RunConfig
+from pipeline.errors import ConfigError
 from pipeline.export import _export
+from pipeline.features import MFCC
 from pipeline.model import BiLSTMClassifier, FramesClassifier, WaveformClassifier
 
 
@@ -21,11 +24,45 @@ def test_stack_joins_neighbouring_frames_dropping_the_oldest(k):
     assert m.lstm.input_size == 40 * k
 
 
-@pytest.mark.parametrize("k", [2, 3])
-def test_stacked_model_exports_and_matches_pytorch(k, tmp_path):
+def test_spectral_conv_sees_the_log_mel_spectrum():
+    """The inverse DCT gives back the front-end's log-mel frames, mean-removed; a conv whose one
+    filter is a centre tap then passes them through ReLU and the max over mel-bin pairs."""
+    f = FeatureConfig()
+    m = BiLSTMClassifier(ModelConfig(hidden=8, conv_channels=1)).eval()
+    wave = torch.from_numpy(np.random.default_rng(0).standard_normal((2, f.clip_samples)).astype(np.float32) * 0.1)
+    fe = MFCC(f, use_dft=False)
+    logmel = torch.log(fe.power(wave) @ fe.mel_fb + f.log_eps)             # (2, frames, n_mels)
+    feats = fe(wave)                                                        # (2, frames, n_mfcc)
+    mean, std = feats.mean(dim=(0, 1)), feats.std(dim=(0, 1))
+    m.set_normalisation(mean, std)
+    spec = (feats - mean) @ m.idct / std.pow(2).mean().sqrt()
+    assert torch.allclose(spec * std.pow(2).mean().sqrt(), logmel - mean @ m.idct, atol=1e-3)   # DCT undone
+    with torch.no_grad():
+        m.conv.weight.zero_()
+        m.conv.weight[0, 0, 1, 2] = 1.0
+        m.conv.bias.zero_()
+        got = m.spectral_conv(feats)
+    ref = torch.relu(spec).reshape(2, f.n_frames, f.n_mels // 2, 2).amax(-1)
+    assert got.shape == (2, f.n_frames, f.n_mels // 2) and torch.allclose(got, ref, atol=1e-5)
+    assert m.lstm.input_size == 2 * (f.n_mels // 2)                        # frame_stack 2 x one channel
+
+
+def test_spectral_conv_needs_an_invertible_dct():
+    with pytest.raises(ConfigError, match="conv_channels"):
+        RunConfig(labels=("a", "b"), features=FeatureConfig(n_mfcc=20),
+                  model=ModelConfig(n_mfcc=20, n_classes=2, conv_channels=4))
+    with pytest.raises(ConfigError, match="conv_channels"):
+        ModelConfig(conv_channels=-1)
+
+
+@pytest.mark.parametrize("k,conv,skip", [(2, 0, False), (3, 0, False), (2, 4, False), (3, 2, True)])
+def test_stacked_model_exports_and_matches_pytorch(k, conv, skip, tmp_path):
     torch.manual_seed(0)
     f = FeatureConfig()
-    m = BiLSTMClassifier(ModelConfig(hidden=16, frame_stack=k)).eval()
+    m = BiLSTMClassifier(ModelConfig(hidden=16, frame_stack=k, conv_channels=conv, conv_skip=skip)).eval()
+    if conv:
+        m.set_normalisation(torch.randn(f.n_mfcc), torch.rand(f.n_mfcc) + 0.5)
+        assert m.lstm.input_size == k * (conv * f.n_mfcc // 2 + (f.n_mfcc if skip else 0))
     _export(FramesClassifier(m), torch.zeros(2, f.n_frames, f.n_mfcc), tmp_path / "f.onnx", "frames", "probs",
             {0: ("batch", 1)}, {})
     _export(WaveformClassifier(f, m), torch.zeros(2, f.clip_samples), tmp_path / "w.onnx", "waveform", "probs",
