@@ -6,7 +6,7 @@ from __future__ import annotations
 import argparse
 import os
 
-from .config import MAX_FRAME_STACK, FeatureConfig
+from .config import MAX_CONV_CHANNELS, MAX_FRAME_STACK, FeatureConfig
 
 
 def positive_int(s: str) -> int:
@@ -73,12 +73,9 @@ def f_min_arg(s: str) -> float:
 
 
 def conv_channels_arg(s: str) -> int:
-    try:
-        v = int(s)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a whole number, got {s!r}") from None
-    if not 0 <= v <= 64:
-        raise argparse.ArgumentTypeError(f"must be in [0, 64], got {v}")
+    v = nonneg_int(s)
+    if v > MAX_CONV_CHANNELS:
+        raise argparse.ArgumentTypeError(f"must be in [0, {MAX_CONV_CHANNELS}], got {v}")
     return v
 
 

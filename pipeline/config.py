@@ -34,6 +34,7 @@ REFRACTORY_MS = 1500
 SMOOTH_WINDOWS = 5
 #: Most MFCC frames one LSTM step may join (ModelConfig.frame_stack).
 MAX_FRAME_STACK = 8
+MAX_CONV_CHANNELS = 64
 DEFAULT_ENGINES = ("espeak", "flite", "piper", "hibari")   # kws synth; see datasets/synth.py
 
 
@@ -110,7 +111,7 @@ class ModelConfig:
 
     def __post_init__(self) -> None:
         _check(self.hidden > 0 and self.layers > 0, "hidden and layers must be positive")
-        _check(0 <= self.conv_channels <= 64, "conv_channels must be in [0, 64]")
+        _check(0 <= self.conv_channels <= MAX_CONV_CHANNELS, f"conv_channels must be in [0, {MAX_CONV_CHANNELS}]")
         _check(1 <= self.frame_stack <= MAX_FRAME_STACK, f"frame_stack must be in [1, {MAX_FRAME_STACK}]")
         _check(0.0 <= self.dropout < 1.0, "dropout must be in [0, 1)")
         _check(self.n_classes >= 2, "need at least two classes")

@@ -54,12 +54,13 @@ class BiLSTMClassifier(nn.Module):
     def normalise(self, feats: torch.Tensor) -> torch.Tensor:
         return (feats - self.feat_mean) / self.feat_std
 
-    def spectral_conv(self, feats: torch.Tensor) -> torch.Tensor:
-        """(batch, frames, n_mfcc) raw MFCC -> (batch, frames, C * (n_mfcc // 2)).
+    def spectral_conv(self, z: torch.Tensor) -> torch.Tensor:
+        """(batch, frames, n_mfcc) normalised MFCC -> (batch, frames, C * (n_mfcc // 2)).
 
-        The mean-removed log-mel spectrum ((x - mean) @ idct, scaled by one number: the RMS of the
-        per-coefficient stds) -> Conv2d 3x5 over (time, mel), ReLU -> max over mel-bin pairs."""
-        spec = (feats - self.feat_mean) @ self.idct / self.feat_std.pow(2).mean().sqrt()
+        The mean-removed log-mel spectrum ((x - mean) @ idct = (z * std) @ idct, scaled by one
+        number: the RMS of the per-coefficient stds) -> Conv2d 3x5 over (time, mel), ReLU -> max
+        over mel-bin pairs."""
+        spec = (z * self.feat_std) @ self.idct / self.feat_std.pow(2).mean().sqrt()
         y = torch.relu(self.conv(spec.unsqueeze(1)))                       # (batch, C, frames, n_mels)
         y = torch.nn.functional.max_pool2d(y, kernel_size=(1, 2))          # (batch, C, frames, n_mels // 2)
         return y.permute(0, 2, 1, 3).flatten(2)
@@ -77,7 +78,7 @@ class BiLSTMClassifier(nn.Module):
         """(batch, frames, n_mfcc) -> (batch, n_classes)."""
         x = self.normalise(feats)
         if self.cfg.conv_channels:
-            c = self.spectral_conv(feats)
+            c = self.spectral_conv(x)
             x = torch.cat([x, c], dim=-1) if self.cfg.conv_skip else c
         out, _ = self.lstm(self.stack(x))                       # (batch, frames // k, 2*hidden)
         pooled = torch.cat([out.mean(dim=1), out.amax(dim=1)], dim=-1)   # (batch, 4*hidden)
