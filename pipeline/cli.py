@@ -45,11 +45,12 @@ def _run_config(a: argparse.Namespace, labels: tuple[str, ...]):
     from dataclasses import replace
     from .config import RunConfig
     feats = FeatureConfig(n_mfcc=a.n_mfcc, f_min=a.f_min)
-    if a.conv and feats.n_mfcc != feats.n_mels:
+    conv = a.conv if a.conv is not None else (ModelConfig.conv_channels if feats.n_mfcc == feats.n_mels else 0)
+    if conv and feats.n_mfcc != feats.n_mels:
         raise ConfigError(f"--conv needs --n-mfcc {feats.n_mels} (all mel bands: it runs on the inverted DCT), "
                           f"got --n-mfcc {feats.n_mfcc}")
     model = ModelConfig(n_mfcc=feats.n_mfcc, hidden=a.hidden, layers=a.layers, dropout=a.dropout,
-                        frame_stack=a.frame_stack, conv_channels=a.conv, n_classes=len(labels))
+                        frame_stack=a.frame_stack, conv_channels=conv, n_classes=len(labels))
     aug = AugmentConfig(trim_prob=a.trim_prob)
     if a.free_position:
         aug = replace(aug, free_position=True, partial_word_prob=0.08)
@@ -222,9 +223,9 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--frame-stack", type=frame_stack_arg, default=ModelConfig.frame_stack, help="neighbouring MFCC "
                    f"frames joined into one LSTM step (default {ModelConfig.frame_stack}: 20 ms steps; 1 = every "
                    "10 ms frame, about 1.5x slower to train and to run)")
-    t.add_argument("--conv", type=conv_channels_arg, default=0, metavar="C", help="C filters of a 3x5 convolution "
-                   "over the log-mel spectrum before the LSTM (default 0: none). Measured (README, Results): better "
-                   "on the Speech Commands speakers and in the stream, worse on FSDD; about 1.5x the classifier's cost")
+    t.add_argument("--conv", type=conv_channels_arg, default=None, metavar="C", help="C filters of a 3x5 convolution "
+                   f"over the log-mel spectrum before the LSTM (default {ModelConfig.conv_channels}; 0: none, the LSTM "
+                   "reads the MFCC frames; without --conv, --n-mfcc below 40 means none). Measured in README, Results")
     t.add_argument("--n-mfcc", type=n_mfcc_arg, default=40, help="MFCC coefficients per frame, at most the 40 "
                    "mel bands (default 40)")
     t.add_argument("--f-min", type=f_min_arg, default=FeatureConfig.f_min, help="lowest frequency of the mel "

@@ -127,7 +127,7 @@ def run_stream_eval(a: argparse.Namespace) -> None:
     from .stream_eval import stream_eval
     stream_eval(a.model, a.data, minutes=a.minutes, json_path=a.json, out_dir=a.out, hop_ms=a.hop_ms,
                 threshold=a.threshold, smooth=a.smooth, refractory_ms=a.refractory_ms, seed=a.seed,
-                noise_dirs=a.noise_dir)
+                noise_dirs=a.noise_dir, split=a.split)
 
 
 def check_speaker_arg(s: str) -> str:
@@ -178,12 +178,16 @@ def add_stream_commands(add) -> None:
                    "seconds after a prompt (default 8)")
 
     e = add("stream-eval", run_stream_eval, "Measure hit rate, false accepts/hour, latency and real-time factor on a "
-            "long synthetic stream built from a dataset's test split.")
+            "long synthetic stream built from a dataset's test split (or --split).")
     common(e)
-    e.add_argument("--data", type=Path, required=True, help="dataset folder (its test split is used; all clips if it has no test split)")
+    e.add_argument("--data", type=Path, required=True, help="dataset folder (its test split is used unless --split; all clips if it has no test split)")
+    e.add_argument("--split", choices=["test", "val", "all"], default="test", help="clips the stream is built from "
+                   "(default test, or all clips where the data has no test split; val to choose settings such as "
+                   "--threshold on other speakers than the test split's)")
     e.add_argument("--minutes", type=positive_float, default=10.0, help="stream length in minutes (default 10)")
     e.add_argument("--json", type=Path, default=None, help="write the JSON report here")
-    e.add_argument("--out", type=Path, default=None, help="folder for det.png and report.json (default: next to the model)")
+    e.add_argument("--out", type=Path, default=None, help="folder for det.png, report.json and "
+                   "scores.npz (default: stream-eval-DATA next to the model; stream-eval-DATA-SPLIT for --split val/all)")
     e.add_argument("--noise-dir", type=Path, action="append", default=[], help="background-noise recordings (repeatable; "
                    "default: the dataset's _background_noise_, else synthetic noise)")
     e.add_argument("--seed", type=int, default=0, help="random seed for the stream layout (default 0)")

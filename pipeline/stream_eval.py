@@ -155,34 +155,41 @@ def replay(times: np.ndarray, probs: np.ndarray, det: Detector) -> list[tuple[fl
 
 def stream_eval(model: Path, data: Path, minutes: float = 10.0, json_path: Path | None = None,
                 out_dir: Path | None = None, hop_ms: int = 100, threshold: float | None = None, smooth: int = SMOOTH_WINDOWS,
-                refractory_ms: int = REFRACTORY_MS, seed: int = 0, noise_dirs=(), log=print) -> dict:
+                refractory_ms: int = REFRACTORY_MS, seed: int = 0, noise_dirs=(), split: str = "test", log=print) -> dict:
     scorer = StreamingScorer(model, hop_ms=hop_ms, threads=1)
     labels = scorer.labels
     sr = scorer.sample_rate
     clips = scan(data)
-    test = [c for c in clips if c.split == "test"] or clips
+    test = clips if split == "all" else [c for c in clips if c.split == split]
+    if not test and split != "test":
+        raise DatasetError(f"--data {data}: no clips in its {split} split")
+    test = test or clips
     files = [f for r in [data] for f in noise_files(r)]
     for d in noise_dirs:
         files += sorted(Path(d).glob("*.wav"))
     bank = noise_bank_or_synthetic(files, sr, seed)
-    log(f"building a {minutes:g}-minute stream from {len(test)} clips of {data} ...")
+    log(f"building a {minutes:g}-minute stream from {len(test)} {split} clips of {data} ...")
     audio, events = build_stream([(str(c.path), c.word) for c in test], labels, bank, sr, minutes, seed)
 
     from .stream_cli import make_detector
     det = make_detector(scorer, threshold, smooth, refractory_ms)
     step = int(sr * hop_ms / 1000)
-    times, probs, dets = [], [], []
+    # the window scores kept for the DET replay go into arrays filled (so resident) up front: the
+    # RSS growth measured below is then the streaming path's own, not this bookkeeping's
+    hops = -(-len(audio) // step) + 1
+    times, probs, n_win = np.full(hops, np.nan), np.full((hops, len(labels)), np.nan, np.float32), 0
+    dets = []
     rss0 = rss_mb()
     rss_warm = None
     busy = 0.0
-    for n, i in enumerate(tqdm(range(0, len(audio), step), desc="stream", unit="hop", leave=False)):
+    for i in tqdm(range(0, len(audio), step), desc="stream", unit="hop", leave=False):
         t = time.perf_counter()
         for t_end, p in scorer.push(audio[i:i + step]):
             d = det.update(t_end, p)
             if d:
                 dets.append((d.time, d.label))
-            times.append(t_end)
-            probs.append(p.astype(np.float32))
+            times[n_win], probs[n_win] = t_end, p
+            n_win += 1
         busy += time.perf_counter() - t
         if rss_warm is None and i >= len(audio) // 10:
             rss_warm = rss_mb()
@@ -191,7 +198,7 @@ def stream_eval(model: Path, data: Path, minutes: float = 10.0, json_path: Path 
     hours = seconds / 3600
     hits, fa, lat, fa_kinds = match(dets, events)
     n_kw = sum(e.keyword for e in events)
-    times_a, probs_a = np.asarray(times), np.asarray(probs)
+    times_a, probs_a = times[:n_win], probs[:n_win]
     sweep = []
     for th in np.round(np.concatenate([np.arange(0.3, 0.875, 0.05), np.arange(0.9, 0.995, 0.01)]), 3):
         d2 = Detector(labels, {}, default=float(th), smooth=smooth, refractory_s=refractory_ms / 1000)
@@ -204,11 +211,12 @@ def stream_eval(model: Path, data: Path, minutes: float = 10.0, json_path: Path 
         "latency_ms_median": float(np.median(lat) * 1000) if lat else None,
         "latency_ms_p90": float(np.percentile(lat, 90) * 1000) if lat else None,
         "real_time_factor": busy / seconds, "rss_mb_start": rss0, "rss_mb_growth": rss_end - (rss_warm or rss0),
-        "dropped_samples": 0, "hop_ms": hop_ms, "windows": len(times),
+        "dropped_samples": 0, "hop_ms": hop_ms, "windows": n_win,
         "thresholds": "global %.2f" % threshold if threshold else "per-word from the model",
-        "model": str(model), "data": str(data), "sweep": sweep,
+        "model": str(model), "data": str(data), "split": split, "sweep": sweep,
     }
-    out_dir = Path(out_dir) if out_dir else Path(model).parent / f"stream-eval-{Path(data).name}"
+    default_dir = f"stream-eval-{Path(data).name}" + ("" if split == "test" else f"-{split}")
+    out_dir = Path(out_dir) if out_dir else Path(model).parent / default_dir
     out_dir.mkdir(parents=True, exist_ok=True)
     from .plots import plot_det
     plot_det([s["false_accepts_per_hour"] for s in sweep], [s["miss_rate"] for s in sweep], out_dir / "det.png",

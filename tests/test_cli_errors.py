@@ -72,6 +72,17 @@ def test_conv_needs_every_mel_band(tiny_data, tmp_path):
     assert not (tmp_path / "r" / "last.pt").exists()
 
 
+def test_conv_default_follows_n_mfcc():
+    """Without --conv: the default convolution with all 40 coefficients, none with fewer."""
+    from pipeline.cli import _run_config, build_parser
+    from pipeline.config import ModelConfig
+    parse = lambda *a: build_parser().parse_args(["train", "--data", "d", "--out", "r", *a])
+    assert _run_config(parse(), ("a", "b")).model.conv_channels == ModelConfig.conv_channels > 0
+    assert _run_config(parse("--n-mfcc", "20"), ("a", "b")).model.conv_channels == 0
+    assert _run_config(parse("--conv", "0"), ("a", "b")).model.conv_channels == 0
+    assert _run_config(parse("--conv", "8"), ("a", "b")).model.conv_channels == 8
+
+
 def test_checkpoint_from_another_config(tiny_run, tiny_data, tmp_path):
     import shutil
     run = tmp_path / "copy"

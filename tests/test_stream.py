@@ -89,6 +89,24 @@ def test_stream_eval_reports_keys(tiny_model, tiny_data, tmp_path):
     assert sum(r["false_accepts_by_kind"].values()) == r["false_accepts"]
     z = np.load(tmp_path / "scores.npz")
     assert z["probs"].shape == (r["windows"], len(z["labels"]))
+    assert r["split"] == "test"
+
+
+def test_stream_eval_split(tiny_model, tiny_data, tmp_path):
+    """--split val builds the stream from other speakers; a split without clips is a one-line error."""
+    import shutil
+    from pipeline.datasets.speech_commands import hash_split
+    out = tmp_path / "val.json"
+    kws("stream-eval", "--model", tiny_model, "--data", tiny_data, "--minutes", "0.5", "--split", "val",
+        "--json", out, "--out", tmp_path)
+    assert json.loads(out.read_text())["split"] == "val"
+    one = tmp_path / "one"                       # one speaker, not hashed into val: no val clips
+    solo = next(f"solo{i}" for i in range(100) if hash_split(f"solo{i}") != "val")
+    for word in ("yes", "no"):
+        (one / word).mkdir(parents=True)
+        shutil.copy(next((tiny_data / word).glob("*.wav")), one / word / f"{solo}_nohash_0.wav")
+    p = kws("stream-eval", "--model", tiny_model, "--data", one, "--split", "val", "--minutes", "0.5", check=False)
+    assert p.returncode == 2 and "no clips in its val split" in p.stderr and "Traceback" not in p.stderr
 
 
 def test_match_counts_hits_and_kinds_of_false_accepts():
