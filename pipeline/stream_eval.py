@@ -1,6 +1,6 @@
 """Keyword spotting measured in a stream, not per clip (`kws stream-eval`).
 
-A long stream is built from a dataset's test split: keyword clips and non-keyword words at known
+A long stream is built from a dataset's test split (or `--split val|all`): keyword clips and non-keyword words at known
 times, 2-3.5 s apart, each brought to -22 +- 6 dBFS, over continuous background noise at -50 to
 -30 dBFS (SNR about 2-34 dB, whatever level the dataset was recorded at). It is pushed through
 exactly the code of `kws stream` (StreamingScorer + Detector, one onnxruntime thread), and each
@@ -160,16 +160,16 @@ def stream_eval(model: Path, data: Path, minutes: float = 10.0, json_path: Path 
     labels = scorer.labels
     sr = scorer.sample_rate
     clips = scan(data)
-    test = clips if split == "all" else [c for c in clips if c.split == split]
-    if not test and split != "test":
+    chosen = clips if split == "all" else [c for c in clips if c.split == split]
+    if not chosen and split != "test":
         raise DatasetError(f"--data {data}: no clips in its {split} split")
-    test = test or clips
+    chosen = chosen or clips                     # a dataset without a test split: all its clips
     files = [f for r in [data] for f in noise_files(r)]
     for d in noise_dirs:
         files += sorted(Path(d).glob("*.wav"))
     bank = noise_bank_or_synthetic(files, sr, seed)
-    log(f"building a {minutes:g}-minute stream from {len(test)} {split} clips of {data} ...")
-    audio, events = build_stream([(str(c.path), c.word) for c in test], labels, bank, sr, minutes, seed)
+    log(f"building a {minutes:g}-minute stream from {len(chosen)} {split} clips of {data} ...")
+    audio, events = build_stream([(str(c.path), c.word) for c in chosen], labels, bank, sr, minutes, seed)
 
     from .stream_cli import make_detector
     det = make_detector(scorer, threshold, smooth, refractory_ms)
