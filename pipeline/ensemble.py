@@ -21,7 +21,7 @@ from torch import nn
 from .checkpoint import load_model
 from .config import RunConfig
 from .errors import CheckpointError
-from .model import BiLSTMClassifier
+from .model import BiLSTMClassifier, log_mean_probs
 
 
 class EnsembleClassifier(nn.Module):
@@ -37,8 +37,7 @@ class EnsembleClassifier(nn.Module):
         self.members = nn.ModuleList(members)
 
     def forward(self, feats: torch.Tensor) -> torch.Tensor:
-        probs = torch.stack([torch.softmax(m(feats), dim=-1) for m in self.members]).mean(dim=0)
-        return torch.log(probs.clamp_min(1e-30))        # (batch, n_classes)
+        return log_mean_probs(torch.stack([m(feats) for m in self.members]))     # (batch, n_classes)
 
 
 def mean_thresholds(per_member: list[dict[str, float]]) -> dict[str, float]:

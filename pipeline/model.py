@@ -20,13 +20,23 @@ from .config import FeatureConfig, ModelConfig
 from .features import MFCC
 
 
+def log_mean_probs(logits: torch.Tensor) -> torch.Tensor:
+    """(members, batch, n_classes) logits -> (batch, n_classes): the log of the members' mean
+    probabilities. Its softmax is that mean (the mean sums to 1), so wrappers that apply softmax
+    to a classifier's output give the averaged probabilities. One member: its logits as they are."""
+    if len(logits) == 1:
+        return logits[0]
+    return torch.log(torch.softmax(logits.float(), dim=-1).mean(dim=0).clamp_min(1e-30))
+
+
 class BiLSTMClassifier(nn.Module):
     """(batch, frames, n_mfcc) -> (batch, n_classes) logits.
 
     frames -> (x - mean) / std -> stack ``frame_stack`` neighbouring frames (batch, frames // k,
     k * n_mfcc) -> LSTM (layers, bidirectional) -> [mean over time ; max over time] -> dropout -> linear.
     With ``conv_channels`` C > 0 the normalised frames first become (batch, frames, C * n_mfcc // 2)
-    through ``spectral_conv``.
+    through ``spectral_conv``. With ``mfcc_tower`` H > 0 a second stack (hidden H, own head) reads
+    the normalised MFCC frames, and the output averages the two towers' probabilities.
     """
 
     def __init__(self, cfg: ModelConfig):
@@ -41,10 +51,17 @@ class BiLSTMClassifier(nn.Module):
                                  persistent=False)
             self.conv = nn.Conv2d(1, cfg.conv_channels, kernel_size=(3, 5), padding=(1, 2))
             width = cfg.conv_channels * (cfg.n_mfcc // 2) + (cfg.n_mfcc if cfg.conv_skip else 0)
-        self.lstm = nn.LSTM(width * cfg.frame_stack, cfg.hidden, num_layers=cfg.layers, batch_first=True,
-                            bidirectional=True, dropout=cfg.dropout if cfg.layers > 1 else 0.0)
+        self.lstm = self._bilstm(width, cfg.hidden)
         self.drop = nn.Dropout(cfg.dropout)
         self.head = nn.Linear(4 * cfg.hidden, cfg.n_classes)
+        if cfg.mfcc_tower:                      # a second BiLSTM stack and head on the MFCC frames themselves
+            self.lstm2 = self._bilstm(cfg.n_mfcc, cfg.mfcc_tower)
+            self.head2 = nn.Linear(4 * cfg.mfcc_tower, cfg.n_classes)
+
+    def _bilstm(self, width: int, hidden: int) -> nn.LSTM:
+        cfg = self.cfg
+        return nn.LSTM(width * cfg.frame_stack, hidden, num_layers=cfg.layers, batch_first=True,
+                       bidirectional=True, dropout=cfg.dropout if cfg.layers > 1 else 0.0)
 
     def set_normalisation(self, mean: torch.Tensor, std: torch.Tensor) -> None:
         """Fix the per-coefficient statistics: (n_mfcc,) each."""
@@ -74,15 +91,30 @@ class BiLSTMClassifier(nn.Module):
         x = x[:, x.shape[1] % k:]          # drop the oldest frames, not the newest (a stream's latest audio)
         return x.reshape(x.shape[0], x.shape[1] // k, k * x.shape[2])
 
-    def forward(self, feats: torch.Tensor) -> torch.Tensor:
-        """(batch, frames, n_mfcc) -> (batch, n_classes)."""
-        x = self.normalise(feats)
-        if self.cfg.conv_channels:
-            c = self.spectral_conv(x)
-            x = torch.cat([x, c], dim=-1) if self.cfg.conv_skip else c
-        out, _ = self.lstm(self.stack(x))                       # (batch, frames // k, 2*hidden)
+    def _tower(self, lstm: nn.LSTM, head: nn.Linear, x: torch.Tensor) -> torch.Tensor:
+        """(batch, frames, width) -> (batch, n_classes) logits."""
+        out, _ = lstm(self.stack(x))                            # (batch, frames // k, 2*hidden)
         pooled = torch.cat([out.mean(dim=1), out.amax(dim=1)], dim=-1)   # (batch, 4*hidden)
-        return self.head(self.drop(pooled))
+        return head(self.drop(pooled))
+
+    def tower_logits(self, feats: torch.Tensor) -> torch.Tensor:
+        """(batch, frames, n_mfcc) -> (towers, batch, n_classes): each tower's own logits."""
+        z = self.normalise(feats)
+        x = z
+        if self.cfg.conv_channels:
+            c = self.spectral_conv(z)
+            x = torch.cat([z, c], dim=-1) if self.cfg.conv_skip else c
+        logits = [self._tower(self.lstm, self.head, x)]
+        if self.cfg.mfcc_tower:
+            logits.append(self._tower(self.lstm2, self.head2, z))
+        return torch.stack(logits)
+
+    def forward(self, feats: torch.Tensor, towers: bool = False) -> torch.Tensor:
+        """(batch, frames, n_mfcc) -> (batch, n_classes) logits; with two towers, the log of their
+        mean probabilities (its softmax is that mean, as for an ensemble). ``towers=True`` gives
+        :meth:`tower_logits` instead (training: each tower learns from its own loss)."""
+        t = self.tower_logits(feats)
+        return t if towers else log_mean_probs(t)
 
 
 class WaveformClassifier(nn.Module):

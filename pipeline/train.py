@@ -34,7 +34,7 @@ from .data import PreparedData
 from .datasets.augment import Augmenter
 from .distill import Teacher
 from .features import MFCC, spec_augment, time_warp
-from .model import BiLSTMClassifier, WeightEMA, count_parameters
+from .model import BiLSTMClassifier, WeightEMA, count_parameters, log_mean_probs
 from .plots import plot_curves
 
 
@@ -201,20 +201,26 @@ class TrainStep:
             feats = spec_augment(feats, a.time_masks, a.time_mask_frames, a.freq_masks, a.freq_mask_bins,
                                  fill=self.model.feat_mean)
         with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.amp):
-            logits = self.net(feats).float()
+            towers = self.net(feats, towers=True).float()              # (towers, batch, classes)
+        # each tower learns from its own loss, as the members of an ensemble do
+        loss = torch.stack([self.loss(t, y, mix, soft) for t in towers]).mean()
+        logits = log_mean_probs(towers)
+        self.opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.tc.grad_clip)
+        self.opt.step()
+        return loss.detach(), logits.detach(), y
+
+    def loss(self, logits: torch.Tensor, y: torch.Tensor, mix, soft: torch.Tensor | None) -> torch.Tensor:
+        """(batch, classes) logits of one tower -> label-smoothed cross-entropy (mixed labels with
+        mixup, and the teachers' term with distillation)."""
         if mix is None:
             loss = F.cross_entropy(logits, y, label_smoothing=self.tc.label_smoothing)
         else:
             lam, other = mix
             ce = lambda t: F.cross_entropy(logits, t, label_smoothing=self.tc.label_smoothing, reduction="none")
             loss = (lam * ce(y) + (1 - lam) * ce(y[other])).mean()
-        if soft is not None:
-            loss = self.teacher.loss(logits, soft, loss)
-        self.opt.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.tc.grad_clip)
-        self.opt.step()
-        return loss.detach(), logits.detach(), y
+        return loss if soft is None else self.teacher.loss(logits, soft, loss)
 
 
 @dataclass

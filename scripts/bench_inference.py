@@ -10,7 +10,7 @@
                      classifier on the window), as `kws stream` runs it
 
 With --model it measures that exported model (its .frames/.frontend siblings must be beside it);
-by default it exports a fresh 2-layer BiLSTM of hidden 128 (random weights: timing only).
+by default it exports a fresh model of the default configuration (random weights: timing only).
 Last line: naive_ms=... model_ms=... classifier_ms=... speedup_vs_naive=... frontend_overhead=...
 """
 from __future__ import annotations
@@ -59,7 +59,7 @@ def export_fresh(tmp: Path) -> tuple[Path, Path]:
     from pipeline.model import BiLSTMClassifier
 
     labels = tuple(f"w{i}" for i in range(20)) + ("_unknown_", "_silence_")
-    cfg = RunConfig(labels=labels, model=ModelConfig(hidden=128, layers=2, n_classes=len(labels)))
+    cfg = RunConfig(labels=labels, model=ModelConfig(n_classes=len(labels)))
     torch.manual_seed(0)
     clf = BiLSTMClassifier(cfg.model).eval()
     run = tmp / "run"

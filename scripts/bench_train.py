@@ -2,7 +2,7 @@
 """Training throughput: the naive input pipeline against the project's, in the same process.
 
 Workload: a Speech-Commands-sized set made in memory (default 85,000 one-second int16 clips,
-35 classes, random audio: no download), the default model (2-layer BiLSTM, hidden 128), timed
+35 classes, random audio: no download), the default model (pipeline.config.ModelConfig), timed
 for a fixed number of steps after warm-up, on CUDA when present, else CPU.
 
     (a) naive:   a Dataset computing augmentation (shift, noise) and MFCC per item in __getitem__,

@@ -49,7 +49,7 @@ def tiny_data(tmp_path_factory) -> Path:
 def tiny_run(tiny_data, tmp_path_factory) -> Path:
     run = tmp_path_factory.mktemp("runs") / "tiny"
     cache = tmp_path_factory.mktemp("cache")
-    kws("train", "--data", tiny_data, "--out", run, "--epochs", "14", "--hidden", "48", "--layers", "2",
+    kws("train", "--data", tiny_data, "--out", run, "--epochs", "14", "--hidden", "48", "--mfcc-tower", "32", "--layers", "2",
         "--batch-size", "32", "--lr", "5e-3", "--cache-dir", cache, "--device", "cpu", "--jobs", "2")
     return run
 

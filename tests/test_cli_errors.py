@@ -50,6 +50,7 @@ def test_corrupt_and_non_audio_files(tmp_path):
     (["train", "--data", "x", "--out", "y", "--n-mfcc", "41"], "--n-mfcc"),
     (["train", "--data", "x", "--out", "y", "--frame-stack", "9"], "--frame-stack"),
     (["train", "--data", "x", "--out", "y", "--conv", "65"], "--conv"),
+    (["train", "--data", "x", "--out", "y", "--mfcc-tower", "-1"], "--mfcc-tower"),
     (["train", "--data", "x", "--out", "y", "--f-min", "4000"], "--f-min"),
     (["train", "--data", "x", "--out", "y", "--trim-prob", "1"], "--trim-prob"),
     (["train", "--data", "x", "--out", "y", "--set", "train.augment.vtlp=0.9"], "--set train.augment.vtlp"),

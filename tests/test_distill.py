@@ -44,7 +44,7 @@ def test_teacher_scores_like_the_exported_model(tiny_run, real_clips):
 
 def test_student_learns_from_the_teacher_alone(tiny_run, tiny_data, real_clips, tmp_path):
     run = tmp_path / "student"
-    kws("train", "--data", tiny_data, "--out", run, "--epochs", "6", "--hidden", "32", "--layers", "1",
+    kws("train", "--data", tiny_data, "--out", run, "--epochs", "6", "--hidden", "32", "--mfcc-tower", "0", "--layers", "1",
         "--batch-size", "32", "--lr", "5e-3", "--teacher", tiny_run, "--set", "train.distill_weight=1.0",
         "--cache-dir", tmp_path / "cache", "--device", "cpu", "--jobs", "2")
     cfg, student = load_model(run)

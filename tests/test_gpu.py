@@ -98,7 +98,7 @@ def test_bf16_train_step_learns_on_cuda():
 
 def test_kws_train_on_cuda_then_export_and_evaluate_on_cpu(tone_data, tmp_path):
     run = tmp_path / "gpu"
-    p = kws("train", "--data", tone_data, "--out", run, "--epochs", "8", "--hidden", "32", "--layers", "1",
+    p = kws("train", "--data", tone_data, "--out", run, "--epochs", "8", "--hidden", "32", "--mfcc-tower", "16", "--layers", "1",
             "--batch-size", "16", "--lr", "1e-2", "--cache-dir", tmp_path / "c", "--device", "cuda")
     assert "device cuda" in p.stdout and "bf16" in p.stdout
     ck = torch.load(run / "best.pt", map_location="cpu", weights_only=True)

@@ -38,7 +38,7 @@ def test_float32_forward_close_to_model_lstm():
     """The model's own LSTM (float32) agrees with the reference in float64 to float32 precision."""
     from pipeline.config import ModelConfig
     from pipeline.model import BiLSTMClassifier
-    m = BiLSTMClassifier(ModelConfig(hidden=16, layers=2, n_classes=3, conv_channels=0)).eval()
+    m = BiLSTMClassifier(ModelConfig(hidden=16, layers=2, n_classes=3, conv_channels=0, mfcc_tower=0)).eval()
     x = m.stack(torch.randn(2, 20, 40))             # (2, 10, 80): the LSTM's input after frame stacking
     ref, _ = m.lstm(x)
     got, _ = NumpyLSTM.from_torch(m.lstm).forward(x.double().numpy())

@@ -14,7 +14,7 @@ from pipeline.model import BiLSTMClassifier, FramesClassifier, WaveformClassifie
 
 @pytest.mark.parametrize("k", [1, 2, 3])
 def test_stack_joins_neighbouring_frames_dropping_the_oldest(k):
-    m = BiLSTMClassifier(ModelConfig(hidden=8, frame_stack=k, conv_channels=0))
+    m = BiLSTMClassifier(ModelConfig(hidden=8, frame_stack=k, conv_channels=0, mfcc_tower=0))
     x = torch.randn(3, 98, 40)
     got = m.stack(x)
     drop = 98 % k
@@ -55,11 +55,13 @@ def test_spectral_conv_needs_an_invertible_dct():
         ModelConfig(conv_channels=-1)
 
 
-@pytest.mark.parametrize("k,conv,skip", [(2, 0, False), (3, 0, False), (2, 4, False), (3, 2, True)])
-def test_stacked_model_exports_and_matches_pytorch(k, conv, skip, tmp_path):
+@pytest.mark.parametrize("k,conv,skip,tower", [(2, 0, False, 0), (3, 0, False, 0), (2, 4, False, 0), (3, 2, True, 0),
+                                               (2, 4, False, 12)])
+def test_stacked_model_exports_and_matches_pytorch(k, conv, skip, tower, tmp_path):
     torch.manual_seed(0)
     f = FeatureConfig()
-    m = BiLSTMClassifier(ModelConfig(hidden=16, frame_stack=k, conv_channels=conv, conv_skip=skip)).eval()
+    m = BiLSTMClassifier(ModelConfig(hidden=16, frame_stack=k, conv_channels=conv, conv_skip=skip,
+                                     mfcc_tower=tower)).eval()
     if conv:
         m.set_normalisation(torch.randn(f.n_mfcc), torch.rand(f.n_mfcc) + 0.5)
         assert m.lstm.input_size == k * (conv * f.n_mfcc // 2 + (f.n_mfcc if skip else 0))
@@ -78,9 +80,28 @@ def test_stacked_model_exports_and_matches_pytorch(k, conv, skip, tmp_path):
 
 
 def test_config_saved_before_frame_stacking_loads_as_one_frame_per_step():
-    cfg = RunConfig(labels=("a", "b"), model=ModelConfig(n_classes=2, frame_stack=1, conv_channels=0))
+    cfg = RunConfig(labels=("a", "b"), model=ModelConfig(n_classes=2, frame_stack=1, conv_channels=0, mfcc_tower=0))
     d = cfg.to_dict()
-    del d["model"]["frame_stack"], d["model"]["conv_channels"]
+    del d["model"]["frame_stack"], d["model"]["conv_channels"], d["model"]["mfcc_tower"]
     old = RunConfig.from_dict(d).model
-    assert old.frame_stack == 1 and old.conv_channels == 0             # what those models are
+    assert old.frame_stack == 1 and old.conv_channels == 0 and old.mfcc_tower == 0   # what those models are
     assert RunConfig.from_dict(RunConfig(labels=("a", "b"), model=ModelConfig(n_classes=2)).to_dict()).model.frame_stack == 2
+
+
+def test_two_towers_average_their_probabilities_and_both_learn():
+    """With mfcc_tower the output is the log of the towers' mean probabilities, and a training
+    step gives both towers gradients (each its own loss)."""
+    torch.manual_seed(0)
+    m = BiLSTMClassifier(ModelConfig(hidden=8, conv_channels=2, mfcc_tower=6, n_classes=5)).eval()
+    assert m.lstm2.input_size == 2 * 40 and m.lstm2.hidden_size == 6
+    feats = torch.randn(3, 101, 40)
+    with torch.no_grad():
+        t = m(feats, towers=True)
+        assert t.shape == (2, 3, 5)
+        expect = (torch.softmax(t[0], -1) + torch.softmax(t[1], -1)) / 2
+        assert torch.allclose(torch.softmax(m(feats), -1), expect, atol=1e-6)
+    m.train()
+    loss = sum(torch.nn.functional.cross_entropy(x, torch.tensor([0, 1, 2])) for x in m(feats, towers=True))
+    loss.backward()
+    assert m.lstm.weight_hh_l0.grad.abs().sum() > 0 and m.lstm2.weight_hh_l0.grad.abs().sum() > 0
+    assert m.head2.weight.grad.abs().sum() > 0

@@ -14,7 +14,7 @@ from conftest import REPO, kws
 
 def test_resume_continues_a_killed_run(tiny_data, tmp_path):
     run, cache = tmp_path / "run", tmp_path / "cache"
-    args = ["train", "--data", tiny_data, "--out", run, "--epochs", "3", "--hidden", "16", "--layers", "1",
+    args = ["train", "--data", tiny_data, "--out", run, "--epochs", "3", "--hidden", "16", "--mfcc-tower", "8", "--layers", "1",
             "--batch-size", "32", "--cache-dir", cache, "--device", "cpu", "--jobs", "1"]
     proc = subprocess.Popen([sys.executable, "-m", "pipeline.cli", *map(str, args)], cwd=REPO,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
@@ -40,8 +40,8 @@ def test_torchrun_two_cpu_processes(tiny_data, tmp_path):
     run = tmp_path / "ddp"
     env = dict(os.environ, OMP_NUM_THREADS="1")
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", "-m", "pipeline.cli",
-           "train", "--data", str(tiny_data), "--out", str(run), "--epochs", "1", "--hidden", "16", "--layers", "1",
-           "--batch-size", "16", "--cache-dir", str(tmp_path / "cache"), "--device", "cpu", "--jobs", "1"]
+           "train", "--data", str(tiny_data), "--out", str(run), "--epochs", "1", "--hidden", "16", "--mfcc-tower", "8",
+           "--layers", "1", "--batch-size", "16", "--cache-dir", str(tmp_path / "cache"), "--device", "cpu", "--jobs", "1"]
     p = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, env=env, timeout=300)
     assert p.returncode == 0, p.stderr[-3000:]
     assert "x2" in p.stdout                                  # the model line names the world size
@@ -60,7 +60,7 @@ def test_train_step_relabels_cut_words_as_unknown():
     torch.manual_seed(0)
     feats = FeatureConfig()
     tc = TrainConfig(augment=AugmentConfig(free_position=True, partial_word_prob=1.0, noise_prob=0.0))
-    model = BiLSTMClassifier(ModelConfig(hidden=8, layers=1, n_classes=4))    # labels: a, b, _silence_, _unknown_
+    model = BiLSTMClassifier(ModelConfig(hidden=8, layers=1, n_classes=4, mfcc_tower=0))    # labels: a, b, _silence_, _unknown_
     step = TrainStep(model, model, MFCC(feats), Augmenter(tc.augment, feats, [], "cpu"),
                      torch.optim.AdamW(model.parameters()), tc, torch.device("cpu"), amp=False,
                      unknown_index=3, keyword_mask=torch.tensor([True, True, False, False]))
@@ -86,7 +86,7 @@ def test_train_step_with_mixup_and_time_warp():
     torch.manual_seed(0)
     feats = FeatureConfig()
     tc = TrainConfig(mixup_alpha=0.4, label_smoothing=0.0, augment=AugmentConfig(time_warp_frames=5, noise_prob=0.0))
-    model = BiLSTMClassifier(ModelConfig(hidden=8, layers=1, n_classes=4))
+    model = BiLSTMClassifier(ModelConfig(hidden=8, layers=1, n_classes=4, mfcc_tower=0))
     step = TrainStep(model, model, MFCC(feats), Augmenter(tc.augment, feats, [], "cpu"),
                      torch.optim.AdamW(model.parameters()), tc, torch.device("cpu"), amp=False)
     x = 0.1 * torch.randn(8, 16000)
@@ -97,13 +97,41 @@ def test_train_step_with_mixup_and_time_warp():
     assert torch.isfinite(loss) and not torch.allclose(loss, F.cross_entropy(logits, y2), atol=1e-4)
 
 
+def test_train_step_gives_each_tower_its_own_loss():
+    """With two towers the step's loss is the mean of the towers' own cross-entropies (not that of
+    their averaged output), its logits are the log of their mean probabilities, and both towers learn."""
+    import torch.nn.functional as F
+    from pipeline.config import AugmentConfig, FeatureConfig, ModelConfig, TrainConfig
+    from pipeline.datasets.augment import Augmenter
+    from pipeline.features import MFCC
+    from pipeline.model import BiLSTMClassifier
+    from pipeline.train import TrainStep
+
+    torch.manual_seed(0)
+    feats = FeatureConfig()
+    aug = AugmentConfig(noise_prob=0.0, time_masks=0, freq_masks=0, speed=(1.0, 1.0), vtlp=(1.0, 1.0), shift_ms=0.0,
+                        band_prob=0.0, reverb_prob=0.0, gain_db=(0.0, 0.0), clip_prob=0.0)
+    tc = TrainConfig(label_smoothing=0.0, augment=aug)
+    model = BiLSTMClassifier(ModelConfig(hidden=8, layers=1, dropout=0.0, conv_channels=2, mfcc_tower=6, n_classes=4))
+    step = TrainStep(model, model, MFCC(feats), Augmenter(tc.augment, feats, [], "cpu"),
+                     torch.optim.AdamW(model.parameters()), tc, torch.device("cpu"), amp=False)
+    x, y = 0.1 * torch.randn(6, 16000), torch.tensor([0, 1, 2, 3, 0, 1])
+    x[:, -1] = 0.0                      # the resampling in speed_and_shift zeroes the last sample
+    with torch.no_grad():
+        towers = model(MFCC(feats)(x), towers=True)
+    loss, logits, _ = step(x, y)
+    assert torch.allclose(loss, (F.cross_entropy(towers[0], y) + F.cross_entropy(towers[1], y)) / 2, atol=1e-5)
+    assert torch.allclose(logits.exp(), torch.softmax(towers, -1).mean(0), atol=1e-5)
+    assert model.lstm.weight_hh_l0.grad.abs().sum() > 0 and model.lstm2.weight_hh_l0.grad.abs().sum() > 0
+
+
 def test_weight_ema_follows_the_update_rule():
     """ema <- d * ema + (1 - d) * w with d = min(decay, (1+k)/(10+k)) after the k-th update; buffers copied."""
     from pipeline.config import ModelConfig
     from pipeline.model import BiLSTMClassifier, WeightEMA
 
     torch.manual_seed(0)
-    model = BiLSTMClassifier(ModelConfig(hidden=4, layers=1, n_classes=3))
+    model = BiLSTMClassifier(ModelConfig(hidden=4, layers=1, n_classes=3, mfcc_tower=0))
     ema = WeightEMA(model, decay=0.5)
     start = [p.detach().clone() for p in ema.model.parameters()]
     with torch.no_grad():
@@ -121,7 +149,7 @@ def test_weight_ema_follows_the_update_rule():
 def test_ema_run_exports_the_average_and_resumes_from_the_raw_weights(tiny_data, tmp_path):
     run, cache = tmp_path / "ema", tmp_path / "cache"
     common = ["--cache-dir", cache, "--device", "cpu", "--jobs", "1"]
-    kws("train", "--data", tiny_data, "--out", run, "--epochs", "2", "--hidden", "16", "--layers", "1",
+    kws("train", "--data", tiny_data, "--out", run, "--epochs", "2", "--hidden", "16", "--mfcc-tower", "8", "--layers", "1",
         "--batch-size", "32", "--ema-decay", "0.9", *common)
     ck = torch.load(run / "last.pt", weights_only=True)
     assert ck["config"]["train"]["ema_decay"] == 0.9
