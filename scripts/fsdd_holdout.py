@@ -5,14 +5,17 @@ evaluate on that speaker; for each of the four speakers in turn.
     python scripts/fsdd_holdout.py [--synth data/synth] [--epochs 20] [--speakers jackson,theo]
     python scripts/fsdd_holdout.py --init runs/default --epochs 5     # fine-tune the default model
     python scripts/fsdd_holdout.py --epochs 40 --repeat-real 3        # real clips 3 times per epoch
+    python scripts/fsdd_holdout.py --epochs 40 --train-args "--hidden 96 --mfcc-tower 96" --tag tw96
 
 FSDD is linked (not copied) into git-ignored folders under data/: data/fsdd_minus_<spk>/ and
-data/fsdd_only_<spk>/. Runs go to runs/fsdd_minus_<spk>/ (with --init: runs/ft_fsdd_minus_<spk>/; _x<N> with --repeat-real N).
+data/fsdd_only_<spk>/. Runs go to runs/fsdd_minus_<spk>/ (with --init: runs/ft_fsdd_minus_<spk>/; _x<N> with
+--repeat-real N; _<TAG> with --tag TAG).
 Last line: name=value pairs.
 """
 from __future__ import annotations
 
 import argparse
+import shlex
 import subprocess
 import sys
 from pathlib import Path
@@ -40,6 +43,9 @@ def main() -> None:
     ap.add_argument("--init", type=Path, default=None, help="fine-tune this run instead of training from scratch")
     ap.add_argument("--repeat-real", type=int, default=1,
                     help="uses of the real speakers' clips per epoch (kws train --repeat 1 N; default 1)")
+    ap.add_argument("--train-args", default="", help="more kws train flags, one string, e.g. "
+                    "\"--hidden 96 --mfcc-tower 96\" (give --tag too, so the runs do not reuse the default's)")
+    ap.add_argument("--tag", default="", help="suffix of the run folders, runs/fsdd_minus_<spk>_<TAG>")
     a = ap.parse_args()
     from pipeline.evaluate import evaluate
     res = {}
@@ -48,11 +54,11 @@ def main() -> None:
         link_tree(a.fsdd, minus, lambda f: not f.name.startswith(spk + "_"))
         link_tree(a.fsdd, only, lambda f: f.name.startswith(spk + "_"))
         run = REPO / "runs" / ((f"ft_fsdd_minus_{spk}" if a.init else f"fsdd_minus_{spk}")
-                               + (f"_x{a.repeat_real}" if a.repeat_real > 1 else ""))
+                               + (f"_x{a.repeat_real}" if a.repeat_real > 1 else "") + (f"_{a.tag}" if a.tag else ""))
         if not (run / "best.pt").is_file():
             subprocess.run([sys.executable, "-m", "pipeline.cli", "train", "--data", str(a.synth), str(minus),
                             "--out", str(run), "--epochs", str(a.epochs), "--repeat", "1", str(a.repeat_real)]
-                           + (["--init", str(a.init)] if a.init else []), cwd=REPO, check=True)
+                           + (["--init", str(a.init)] if a.init else []) + shlex.split(a.train_args), cwd=REPO, check=True)
         rep = evaluate(run, [only], "all", jobs=2, log=lambda *x: None)
         res[spk], n = target_accuracy(rep)
         print(f"held-out speaker {spk}: accuracy {res[spk]:.4f} on {n} clips", flush=True)
