@@ -44,9 +44,11 @@ def main() -> None:
     ap.add_argument("--repeat-real", type=int, default=1,
                     help="uses of the real speakers' clips per epoch (kws train --repeat 1 N; default 1)")
     ap.add_argument("--train-args", default="", help="more kws train flags, one string, e.g. "
-                    "\"--hidden 96 --mfcc-tower 96\" (give --tag too, so the runs do not reuse the default's)")
+                    "\"--hidden 96 --mfcc-tower 96\" (needs --tag, so the runs do not reuse the default's)")
     ap.add_argument("--tag", default="", help="suffix of the run folders, runs/fsdd_minus_<spk>_<TAG>")
     a = ap.parse_args()
+    if a.train_args and not a.tag:
+        ap.error("--train-args needs --tag: without it the runs would be named, and reused, as the default's")
     from pipeline.evaluate import evaluate
     res = {}
     for spk in a.speakers.split(","):
