@@ -52,6 +52,11 @@ def read_audio(path: str | Path, sample_rate: int) -> np.ndarray:
 PAD_FLOOR_DBFS = -70.0
 
 
+def noise_floor(n: int, dbfs: float = PAD_FLOOR_DBFS) -> np.ndarray:
+    """(n,) float32 white noise at ``dbfs`` RMS, the same for every call (deterministic)."""
+    return np.random.default_rng(0).standard_normal(n).astype(np.float32) * np.float32(10 ** (dbfs / 20))
+
+
 def fit_to_window(x: np.ndarray, n: int, floor_dbfs: float | None = None) -> np.ndarray:
     """Pad (centred) or crop ``x`` to exactly ``n`` samples: (samples,) -> (n,).
 
@@ -66,7 +71,7 @@ def fit_to_window(x: np.ndarray, n: int, floor_dbfs: float | None = None) -> np.
         left = (n - len(x)) // 2
         if floor_dbfs is None:
             return np.pad(x, (left, n - len(x) - left))
-        out = np.random.default_rng(0).standard_normal(n).astype(np.float32) * np.float32(10 ** (floor_dbfs / 20))
+        out = noise_floor(n, floor_dbfs)
         out[left:left + len(x)] = x
         return out
     energy = np.concatenate([[0.0], np.cumsum(x.astype(np.float64) ** 2)])

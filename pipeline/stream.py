@@ -129,6 +129,25 @@ class Detector:
         return None
 
 
+def with_quiet_margins(x: np.ndarray, scorer: StreamingScorer, margin_ms: float | None = None,
+                       smooth: int = SMOOTH_WINDOWS) -> tuple[np.ndarray, float]:
+    """A recording framed for streaming: (samples,) -> ((margin + samples + margin,), margin in s).
+
+    Quiet floor (``audio.noise_floor``, -70 dBFS) before and after, as a microphone hears the room
+    around a word, so a word at the file's very start or end passes through every position of the
+    window, as in a live stream. A 1-s clip alone fills no 1-s window (the first ends 1.015 s in).
+    ``margin_ms`` defaults to the window plus the ``smooth`` windows averaged, and is rounded up to
+    whole hops, so windows inside the file fall where they would without margins. Subtract the
+    margin from detection times to get the file's clock."""
+    from .audio import noise_floor
+    step = scorer.hop_frames * scorer.feats.hop_length
+    if margin_ms is None:
+        margin_ms = 1000 * (scorer.window_samples + smooth * step) / scorer.sample_rate
+    margin = -(-int(round(scorer.sample_rate * margin_ms / 1000)) // step) * step
+    quiet = noise_floor(margin)
+    return np.concatenate([quiet, np.asarray(x, np.float32), quiet]), margin / scorer.sample_rate
+
+
 class RingBuffer:
     """Fixed-capacity float32 FIFO shared by the audio callback (writer) and the inference thread.
 

@@ -38,7 +38,7 @@ def _live(level_db: float, label: str, score: float) -> None:
 
 def run_stream(a: argparse.Namespace) -> None:
     from .audio import read_audio
-    from .stream import StreamingScorer
+    from .stream import StreamingScorer, with_quiet_margins
 
     if bool(a.mic) == bool(a.wav):
         raise StreamError("give exactly one of --mic or --wav FILE")
@@ -47,12 +47,14 @@ def run_stream(a: argparse.Namespace) -> None:
     n_det, n_win, busy = 0, 0, 0.0
     live = sys.stderr.isatty() and not a.json
 
+    offset = 0.0            # seconds of margin before a --wav file: detection times stay the file's
+
     def handle(chunk: np.ndarray) -> None:
         nonlocal n_det, n_win, busy
         t = time.perf_counter()
         for t_end, probs in scorer.push(chunk):
             n_win += 1
-            d = det.update(t_end, probs)
+            d = det.update(t_end - offset, probs)
             if d:
                 if live:
                     sys.stderr.write("\r" + " " * 70 + "\r")
@@ -69,11 +71,13 @@ def run_stream(a: argparse.Namespace) -> None:
     if a.wav:
         x = read_audio(a.wav, scorer.sample_rate)
         step = int(scorer.sample_rate * a.hop_ms / 1000)
-        for i in range(0, len(x), step):
-            handle(x[i:i + step])
+        streamed, offset = with_quiet_margins(x, scorer, a.margin_ms, a.smooth)
+        for i in range(0, len(streamed), step):
+            handle(streamed[i:i + step])
         audio_s = len(x) / scorer.sample_rate
-        print(f"{n_det} detections in {audio_s:.1f} s of audio ({n_win} windows, real-time factor "
-              f"{busy / max(audio_s, 1e-9):.4f})", file=sys.stderr)
+        print(f"{n_det} detections in {audio_s:.1f} s of audio" + (f" (+ {offset:.1f} s of quiet margin before "
+              f"and after)" if offset else "") + f"; {n_win} windows, real-time factor "
+              f"{busy / (len(streamed) / scorer.sample_rate):.4f}", file=sys.stderr)
         return
 
     from .mic import MicSource
@@ -138,7 +142,7 @@ def check_speaker_arg(s: str) -> str:
 
 
 def add_stream_commands(add) -> None:
-    from .cli_types import positive_float, positive_int, probability, word_list
+    from .cli_types import nonneg_int, positive_float, positive_int, probability, word_list
     from .config import DEFAULT_WORDS
     from .record import run_record
 
@@ -158,6 +162,11 @@ def add_stream_commands(add) -> None:
     s.add_argument("--mic", action="store_true", help="listen to an input device")
     s.add_argument("--device", default=None, help="input device index or name substring (default: the system default; see `kws devices`)")
     s.add_argument("--wav", type=Path, default=None, help="stream this audio file instead of the microphone")
+    s.add_argument("--margin-ms", type=nonneg_int, default=None, help="with --wav: quiet noise floor "
+                   "(-70 dBFS) streamed before and after the file, as a microphone hears the room around a "
+                   "word, so a word at the file's very start or end passes through the window as in a live "
+                   "stream (alone, a 1-s clip fills no window); times stay the file's "
+                   "(default: the window plus the smoothing, 1500 ms; 0: the file alone)")
     s.add_argument("--window-ms", type=positive_int, default=None, help="window scored each hop: the model's, the length of its training clips (default 1000)")
     s.add_argument("--json", action="store_true", help='one JSON line per detection: {"time", "label", "score"}')
     s.add_argument("--seconds", type=positive_float, default=None, help="stop listening after N seconds (default: until Ctrl-C)")

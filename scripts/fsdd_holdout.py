@@ -9,7 +9,8 @@ evaluate on that speaker; for each of the four speakers in turn.
 
 FSDD is linked (not copied) into git-ignored folders under data/: data/fsdd_minus_<spk>/ and
 data/fsdd_only_<spk>/. Runs go to runs/fsdd_minus_<spk>/ (with --init: runs/ft_fsdd_minus_<spk>/; _x<N> with
---repeat-real N; _<TAG> with --tag TAG).
+--repeat-real N; _<TAG> with --tag TAG). A run that was stopped part-way is continued with
+`kws train --resume`; a finished one is only evaluated again.
 Last line: name=value pairs.
 """
 from __future__ import annotations
@@ -32,6 +33,15 @@ def link_tree(src: Path, dst: Path, keep) -> None:
             t.parent.mkdir(parents=True, exist_ok=True)
             if not t.exists():
                 t.symlink_to(f.resolve())
+
+
+def trained_epochs(run: Path) -> tuple[int | None, int]:
+    """(epochs done, epochs asked) of ``run``'s last.pt; (None, 0) when there is none."""
+    if not (run / "last.pt").is_file():
+        return None, 0
+    from pipeline.checkpoint import load_checkpoint
+    ck = load_checkpoint(run / "last.pt")
+    return ck["epoch"], ck["run_config"].train.epochs
 
 
 def main() -> None:
@@ -57,10 +67,12 @@ def main() -> None:
         link_tree(a.fsdd, only, lambda f: f.name.startswith(spk + "_"))
         run = REPO / "runs" / ((f"ft_fsdd_minus_{spk}" if a.init else f"fsdd_minus_{spk}")
                                + (f"_x{a.repeat_real}" if a.repeat_real > 1 else "") + (f"_{a.tag}" if a.tag else ""))
-        if not (run / "best.pt").is_file():
+        done, total = trained_epochs(run)
+        if done is None or done < total:   # a new run, or one that was stopped: --resume continues it
             subprocess.run([sys.executable, "-m", "pipeline.cli", "train", "--data", str(a.synth), str(minus),
                             "--out", str(run), "--epochs", str(a.epochs), "--repeat", "1", str(a.repeat_real)]
-                           + (["--init", str(a.init)] if a.init else []) + shlex.split(a.train_args), cwd=REPO, check=True)
+                           + (["--init", str(a.init)] if a.init else []) + shlex.split(a.train_args)
+                           + (["--resume"] if done is not None else []), cwd=REPO, check=True)
         rep = evaluate(run, [only], "all", jobs=2, log=lambda *x: None)
         res[spk], n = target_accuracy(rep)
         print(f"held-out speaker {spk}: accuracy {res[spk]:.4f} on {n} clips", flush=True)

@@ -61,6 +61,7 @@ def test_corrupt_and_non_audio_files(tmp_path):
     (["record", "--speaker", "a_b"], "--speaker"),
     (["record", "--takes", "0"], "--takes"),
     (["stream-eval", "--model", "m.onnx", "--data", "d", "--minutes", "abc"], "--minutes"),
+    (["stream", "--model", "m.onnx", "--wav", "x.wav", "--margin-ms", "-5"], "--margin-ms"),
 ])
 def test_bad_flag_values(args, needle):
     assert_user_error(kws(*args, check=False), needle)

@@ -5,9 +5,9 @@ import numpy as np
 import pytest
 
 from conftest import kws
-from pipeline.audio import read_audio, write_wav
+from pipeline.audio import noise_floor, read_audio, write_wav
 from pipeline.runtime import OnnxModel
-from pipeline.stream import Detector, RingBuffer, StreamingScorer
+from pipeline.stream import Detector, RingBuffer, StreamingScorer, with_quiet_margins
 
 
 @pytest.fixture(scope="module")
@@ -76,6 +76,28 @@ def test_stream_wav_cli_reports_words(tiny_model, long_wav, tmp_path):
     dets = [json.loads(line) for line in p.stdout.splitlines()]
     assert dets and all(set(d) == {"time", "label", "score"} for d in dets)
     assert "real-time factor" in p.stderr
+
+
+def test_stream_wav_quiet_margins(tiny_model, real_clips):
+    """A 1-s clip alone never fills a window (the first one ends 1.015 s in); with the default margins
+    of quiet floor it streams as a word heard by a microphone would, with times in the file's clock."""
+    clip = real_clips[0]
+    x = read_audio(clip, 16000)
+    assert len(x) == 16000
+    alone = kws("stream", "--model", tiny_model, "--wav", clip, "--margin-ms", "0")
+    assert "; 0 windows" in alone.stderr
+    p = kws("stream", "--model", tiny_model, "--wav", clip, "--json", "--threshold", "0.05")
+    quiet = noise_floor(24000)                            # 1 s window + 5 windows of 100 ms smoothing
+    windows = StreamingScorer(tiny_model, hop_ms=100).push(np.concatenate([quiet, x, quiet]))
+    assert f"; {len(windows)} windows" in p.stderr and len(windows) >= 30
+    det = Detector(StreamingScorer(tiny_model).labels, {}, default=0.05)
+    expected = [(d.time, d.label) for t, probs in windows if (d := det.update(t - 1.5, probs))]
+    got = [(d["time"], d["label"]) for d in map(json.loads, p.stdout.splitlines())]
+    assert len(got) == len(expected) >= 1
+    assert all(abs(a[0] - b[0]) < 1e-6 and a[1] == b[1] for a, b in zip(got, expected))
+    assert all(-1.5 < t < 2.5 for t, _ in got)
+    framed, offset = with_quiet_margins(x, StreamingScorer(tiny_model, hop_ms=100), margin_ms=1234)
+    assert offset == pytest.approx(1.3) and len(framed) == 16000 + 2 * 20800      # whole hops
 
 
 def test_stream_eval_reports_keys(tiny_model, tiny_data, tmp_path):
