@@ -20,6 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
+from .audio import noise_floor
 from .config import REFRACTORY_MS, SILENCE, SMOOTH_WINDOWS, UNKNOWN
 from .errors import StreamError
 from .runtime import OnnxModel, sibling
@@ -50,6 +51,7 @@ class StreamingScorer:
             raise StreamError(f"--window-ms: {path.name} scores {model_ms} ms windows (the length of its training "
                               f"clips), got {window_ms}")
         self.hop_frames = int(round(hop_ms / frame_ms))
+        self.hop_samples = self.hop_frames * f.hop_length      # audio per hop
         self.reset()
 
     def reset(self) -> None:
@@ -139,8 +141,7 @@ def with_quiet_margins(x: np.ndarray, scorer: StreamingScorer, margin_ms: float 
     ``margin_ms`` defaults to the window plus the ``smooth`` windows averaged, and is rounded up to
     whole hops, so windows inside the file fall where they would without margins. Subtract the
     margin from detection times to get the file's clock."""
-    from .audio import noise_floor
-    step = scorer.hop_frames * scorer.feats.hop_length
+    step = scorer.hop_samples
     if margin_ms is None:
         margin_ms = 1000 * (scorer.window_samples + smooth * step) / scorer.sample_rate
     margin = -(-int(round(scorer.sample_rate * margin_ms / 1000)) // step) * step

@@ -70,10 +70,9 @@ def run_stream(a: argparse.Namespace) -> None:
     t0 = time.perf_counter()
     if a.wav:
         x = read_audio(a.wav, scorer.sample_rate)
-        step = int(scorer.sample_rate * a.hop_ms / 1000)
         streamed, offset = with_quiet_margins(x, scorer, a.margin_ms, a.smooth)
-        for i in range(0, len(streamed), step):
-            handle(streamed[i:i + step])
+        for i in range(0, len(streamed), scorer.hop_samples):
+            handle(streamed[i:i + scorer.hop_samples])
         audio_s = len(x) / scorer.sample_rate
         print(f"{n_det} detections in {audio_s:.1f} s of audio" + (f" (+ {offset:.1f} s of quiet margin before "
               f"and after)" if offset else "") + f"; {n_win} windows, real-time factor "

@@ -88,15 +88,16 @@ def test_stream_wav_quiet_margins(tiny_model, real_clips):
     assert "; 0 windows" in alone.stderr
     p = kws("stream", "--model", tiny_model, "--wav", clip, "--json", "--threshold", "0.05")
     quiet = noise_floor(24000)                            # 1 s window + 5 windows of 100 ms smoothing
-    windows = StreamingScorer(tiny_model, hop_ms=100).push(np.concatenate([quiet, x, quiet]))
+    scorer = StreamingScorer(tiny_model, hop_ms=100)
+    windows = scorer.push(np.concatenate([quiet, x, quiet]))
     assert f"; {len(windows)} windows" in p.stderr and len(windows) >= 30
-    det = Detector(StreamingScorer(tiny_model).labels, {}, default=0.05)
+    det = Detector(scorer.labels, {}, default=0.05)
     expected = [(d.time, d.label) for t, probs in windows if (d := det.update(t - 1.5, probs))]
     got = [(d["time"], d["label"]) for d in map(json.loads, p.stdout.splitlines())]
     assert len(got) == len(expected) >= 1
     assert all(abs(a[0] - b[0]) < 1e-6 and a[1] == b[1] for a, b in zip(got, expected))
     assert all(-1.5 < t < 2.5 for t, _ in got)
-    framed, offset = with_quiet_margins(x, StreamingScorer(tiny_model, hop_ms=100), margin_ms=1234)
+    framed, offset = with_quiet_margins(x, scorer, margin_ms=1234)
     assert offset == pytest.approx(1.3) and len(framed) == 16000 + 2 * 20800      # whole hops
 
 
