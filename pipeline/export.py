@@ -64,6 +64,27 @@ def _export(module: torch.nn.Module, example: torch.Tensor, path: Path, in_name:
     os.replace(tmp, path)
 
 
+def _fold_constants(model: onnx.ModelProto) -> onnx.ModelProto:
+    """Replace each node whose inputs are all constants by initializers of its outputs (in place),
+    in graph order, so chains of them fold: the LSTM weights become initializers."""
+    from onnx.reference import ReferenceEvaluator
+    g = model.graph
+    inits = {t.name: t for t in g.initializer}
+    for node in list(g.node):
+        if node.op_type.startswith("Random") or not all(i in inits for i in node.input if i):
+            continue
+        feeds = {i: onnx.numpy_helper.to_array(inits[i]) for i in node.input if i}
+        for name, value in zip(node.output, ReferenceEvaluator(node).run(None, feeds)):
+            inits[name] = onnx.numpy_helper.from_array(np.asarray(value), name)
+            g.initializer.append(inits[name])
+        g.node.remove(node)
+    used = {i for n in g.node for i in n.input} | {o.name for o in g.output}
+    kept = [t for t in g.initializer if t.name in used]
+    del g.initializer[:]
+    g.initializer.extend(kept)
+    return model
+
+
 def quantize(src: Path, dst: Path) -> None:
     """Dynamic INT8 quantisation of the classifier's weights (LSTM, Gemm); metadata is kept.
 
@@ -73,11 +94,21 @@ def quantize(src: Path, dst: Path) -> None:
     from onnxruntime.quantization.shape_inference import quant_pre_process
     pre = dst.with_name(f".{dst.name}.pre")
     # Constant-fold first: the exporter builds the LSTM weights with Concat/Reshape nodes, and only
-    # weights that are initializers can be quantised.
-    quant_pre_process(str(src), str(pre), skip_symbolic_shape=True)
+    # weights that are initializers can be quantised. onnxruntime 1.32's pre-processing folds them;
+    # 1.30's leaves some, so they are folded here first.
+    onnx.save(_fold_constants(onnx.load(str(src))), str(pre))
+    quant_pre_process(str(pre), str(pre), skip_symbolic_shape=True)
+    # Drop the shapes it recorded: onnxruntime 1.30's quantiser re-infers them strictly and stops
+    # at one it infers differently (a (batch, 512) head input against (batch, 22)); 1.32 does not.
+    m = onnx.load(str(pre))
+    del m.graph.value_info[:]
+    onnx.save(m, str(pre))
     quantize_dynamic(str(pre), str(dst), weight_type=QuantType.QInt8, op_types_to_quantize=["LSTM", "Gemm"])
     pre.unlink(missing_ok=True)
     m = onnx.load(str(dst))
+    if any(n.op_type == "LSTM" for n in m.graph.node):
+        import onnxruntime
+        raise RuntimeError(f"onnxruntime {onnxruntime.__version__} left the LSTM of {dst} unquantised")
     if not m.metadata_props:
         for p in onnx.load(str(src)).metadata_props:
             m.metadata_props.add(key=p.key, value=p.value)

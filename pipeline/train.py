@@ -166,6 +166,13 @@ def mixup(feats: torch.Tensor, alpha: float) -> tuple[torch.Tensor, tuple[torch.
     return mixed, (lam, other)
 
 
+def make_optimizer(model: torch.nn.Module, tc, device: torch.device) -> torch.optim.AdamW:
+    """AdamW as training uses it: on CUDA the fused kernel (one launch for all parameters, where the
+    default runs several per tensor group), elsewhere the default implementation."""
+    return torch.optim.AdamW(model.parameters(), lr=tc.lr, weight_decay=tc.weight_decay,
+                             fused=device.type == "cuda")
+
+
 class TrainStep:
     """One optimisation step on a batch, everything on ``device``:
 
@@ -187,19 +194,7 @@ class TrainStep:
 
     def __call__(self, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """-> (loss, logits (batch, classes), labels), all on the device."""
-        x, y = x.to(self.device, non_blocking=True), y.to(self.device)
-        a = self.tc.augment
-        with torch.no_grad():
-            lo, hi = a.vtlp
-            warp = None if lo == hi == 1.0 else lo + (hi - lo) * torch.rand(len(x), device=x.device)
-            wave, cut = self.augment(x, None if self.keyword_mask is None else self.keyword_mask[y])
-            if self.keyword_mask is not None:
-                y = torch.where(cut, torch.full_like(y, self.unknown_index), y)
-            feats = time_warp(self.frontend(wave, warp), a.time_warp_frames)
-            feats, mix = mixup(feats, self.tc.mixup_alpha)
-            soft = self.teacher.logits(feats) if self.teacher is not None else None
-            feats = spec_augment(feats, a.time_masks, a.time_mask_frames, a.freq_masks, a.freq_mask_bins,
-                                 fill=self.model.feat_mean)
+        feats, y, mix, soft = self.inputs(x, y)
         with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.amp):
             towers = self.net(feats, towers=True).float()              # (towers, batch, classes)
         # each tower learns from its own loss, as the members of an ensemble do
@@ -210,6 +205,25 @@ class TrainStep:
         torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.tc.grad_clip)
         self.opt.step()
         return loss.detach(), logits.detach(), y
+
+    @torch.no_grad()
+    def inputs(self, x: torch.Tensor, y: torch.Tensor):
+        """The input half of a step: int16-derived waveform (batch, samples) and labels (batch,) ->
+        (features (batch, frames, n_mfcc) augmented, labels (fragments relabelled), mixup pairs or
+        None, the teachers' logits or None), all on the device."""
+        x, y = x.to(self.device, non_blocking=True), y.to(self.device)
+        a = self.tc.augment
+        lo, hi = a.vtlp
+        warp = None if lo == hi == 1.0 else lo + (hi - lo) * torch.rand(len(x), device=x.device)
+        wave, cut = self.augment(x, None if self.keyword_mask is None else self.keyword_mask[y])
+        if self.keyword_mask is not None:
+            y = torch.where(cut, torch.full_like(y, self.unknown_index), y)
+        feats = time_warp(self.frontend(wave, warp), a.time_warp_frames)
+        feats, mix = mixup(feats, self.tc.mixup_alpha)
+        soft = self.teacher.logits(feats) if self.teacher is not None else None
+        feats = spec_augment(feats, a.time_masks, a.time_mask_frames, a.freq_masks, a.freq_mask_bins,
+                             fill=self.model.feat_mean)
+        return feats, y, mix, soft
 
     def loss(self, logits: torch.Tensor, y: torch.Tensor, mix, soft: torch.Tensor | None) -> torch.Tensor:
         """(batch, classes) logits of one tower -> label-smoothed cross-entropy (mixed labels with
@@ -276,7 +290,7 @@ def train(cfg: RunConfig, data: PreparedData, run_dir: Path, device: torch.devic
         pool = torch.repeat_interleave(pool, torch.as_tensor(repeats, dtype=torch.long))
     steps_per_epoch = max(1, len(pool) // (tc.batch_size * world))
     total_steps = steps_per_epoch * tc.epochs
-    opt = torch.optim.AdamW(model.parameters(), lr=tc.lr, weight_decay=tc.weight_decay)
+    opt = make_optimizer(model, tc, device)
     start_epoch, best_acc, history = 0, -1.0, []
     if resume:
         ck = load_checkpoint(run_dir / "last.pt", expect=cfg)

@@ -54,6 +54,35 @@ def test_int8_model_agrees_mostly(tiny_model, clips):
     a, b = OnnxModel(tiny_model).scores(clips), q.scores(clips)
     assert (a.argmax(1) == b.argmax(1)).mean() >= 0.8
     assert tiny_model.with_name("model.int8.onnx").stat().st_size < tiny_model.stat().st_size
+    ops = {n.op_type for n in onnx.load(str(tiny_model.with_name("model.int8.onnx"))).graph.node}
+    assert "DynamicQuantizeLSTM" in ops and "LSTM" not in ops
+
+
+def test_constant_folding_before_quantisation_keeps_the_graph_s_values():
+    """Chains of constant nodes (as the exporter builds the LSTM weights: Unsqueeze -> Concat) fold
+    to initializers, which onnxruntime 1.30's pre-processing left unfolded, and the outputs stay."""
+    from onnx import TensorProto, helper, numpy_helper
+    from pipeline.export import _fold_constants
+    import onnxruntime as ort
+    rng = np.random.default_rng(0)
+    w1, w2 = rng.standard_normal((3, 4)).astype(np.float32), rng.standard_normal((3, 4)).astype(np.float32)
+    nodes = [helper.make_node("Constant", [], ["axes"], value=numpy_helper.from_array(np.array([0], np.int64))),
+             helper.make_node("Unsqueeze", ["w1", "axes"], ["u1"]),
+             helper.make_node("Unsqueeze", ["w2", "axes"], ["u2"]),
+             helper.make_node("Concat", ["u1", "u2"], ["w"], axis=0),          # (2, 3, 4)
+             helper.make_node("MatMul", ["x", "w"], ["y"])]                    # x (2, 5, 3) @ w -> (2, 5, 4)
+    graph = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [2, 5, 3])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [2, 5, 4])],
+                              [numpy_helper.from_array(w1, "w1"), numpy_helper.from_array(w2, "w2"),
+                               numpy_helper.from_array(np.zeros(1, np.float32), "unused")])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)])
+    x = rng.standard_normal((2, 5, 3)).astype(np.float32)
+    run = lambda m: ort.InferenceSession(m.SerializeToString(), providers=["CPUExecutionProvider"]).run(None, {"x": x})[0]
+    before = run(model)
+    folded = _fold_constants(model)
+    assert [n.op_type for n in folded.graph.node] == ["MatMul"]
+    assert {t.name for t in folded.graph.initializer} == {"w"}
+    assert np.array_equal(run(folded), before)
 
 
 def test_trained_model_recognises_held_out_voices(tiny_model, tiny_data):
