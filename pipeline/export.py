@@ -30,7 +30,7 @@ import torch
 
 from .config import RunConfig
 from .ensemble import load_ensemble, mean_thresholds
-from .errors import ConfigError
+from .errors import ConfigError, ModelError
 from .features import MFCC
 from .model import FramesClassifier, WaveformClassifier
 
@@ -106,9 +106,11 @@ def quantize(src: Path, dst: Path) -> None:
     quantize_dynamic(str(pre), str(dst), weight_type=QuantType.QInt8, op_types_to_quantize=["LSTM", "Gemm"])
     pre.unlink(missing_ok=True)
     m = onnx.load(str(dst))
-    if any(n.op_type == "LSTM" for n in m.graph.node):
+    if any(n.op_type == "LSTM" for n in m.graph.node):          # an INT8 model that is not one
         import onnxruntime
-        raise RuntimeError(f"onnxruntime {onnxruntime.__version__} left the LSTM of {dst} unquantised")
+        dst.unlink()
+        raise ModelError(f"--int8: onnxruntime {onnxruntime.__version__} left the LSTM float, so no {dst.name} was "
+                         "written (1.30 and 1.32 quantise it)")
     if not m.metadata_props:
         for p in onnx.load(str(src)).metadata_props:
             m.metadata_props.add(key=p.key, value=p.value)

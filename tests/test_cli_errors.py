@@ -1,4 +1,6 @@
 """User mistakes: one line on stderr naming the file or flag, exit code 2, no traceback."""
+import shutil
+
 import numpy as np
 import pytest
 import soundfile as sf
@@ -106,3 +108,12 @@ def test_evaluate_and_predict_errors(tiny_model, tmp_path):
     assert_user_error(kws("predict", "--model", tiny_model, tmp_path / "a.wav", check=False), "a.wav")
     sf.write(tmp_path / "silent.wav", np.zeros((0,), np.float32), 16000)
     assert_user_error(kws("predict", "--model", tiny_model, tmp_path / "silent.wav", check=False), "silent.wav", "no samples")
+
+
+def test_stream_names_the_missing_streaming_graphs(tiny_model, real_clips, tmp_path):
+    """A model copied without its .frontend/.frames graphs (what a device user may forget)."""
+    lone = tmp_path / "model.onnx"
+    shutil.copy(tiny_model, lone)
+    p = kws("stream", "--model", lone, "--wav", real_clips[0], check=False)
+    assert_user_error(p, "model.frontend.onnx: no such model file", "copy model.frontend.onnx and model.frames.onnx")
+    assert len(p.stderr.strip().splitlines()) == 1
