@@ -96,7 +96,8 @@ def quantize(src: Path, dst: Path) -> None:
     # Constant-fold first: the exporter builds the LSTM weights with Concat/Reshape nodes, and only
     # weights that are initializers can be quantised. onnxruntime 1.32's pre-processing folds them;
     # 1.30's leaves some, so they are folded here first.
-    onnx.save(_fold_constants(onnx.load(str(src))), str(pre))
+    model = onnx.load(str(src))
+    onnx.save(_fold_constants(model), str(pre))
     quant_pre_process(str(pre), str(pre), skip_symbolic_shape=True)
     # Drop the shapes it recorded: onnxruntime 1.30's quantiser re-infers them strictly and stops
     # at one it infers differently (a (batch, 512) head input against (batch, 22)); 1.32 does not.
@@ -112,7 +113,7 @@ def quantize(src: Path, dst: Path) -> None:
         raise ModelError(f"--int8: onnxruntime {onnxruntime.__version__} left the LSTM float, so no {dst.name} was "
                          "written (1.30 and 1.32 quantise it)")
     if not m.metadata_props:
-        for p in onnx.load(str(src)).metadata_props:
+        for p in model.metadata_props:                        # folding left the metadata as it was
             m.metadata_props.add(key=p.key, value=p.value)
         onnx.save(m, str(dst))
 

@@ -32,13 +32,13 @@ class StreamingScorer:
     def __init__(self, model_path: str | Path, hop_ms: int = 100, window_ms: int | None = None, threads: int = 1):
         path = Path(model_path)
         self.model = OnnxModel(path, threads)
-        for kind in ("frontend", "frames"):
-            if not sibling(path, kind).is_file():
-                raise StreamError(f"{sibling(path, kind)}: no such model file; the stream needs it beside {path.name}: "
-                                  f"`kws export` writes it, copy {sibling(path, 'frontend').name} and "
-                                  f"{sibling(path, 'frames').name} along with the model")
-        self.frontend = OnnxModel(sibling(path, "frontend"), threads)
-        self.classifier = OnnxModel(sibling(path, "frames"), threads)
+        frontend, frames = sibling(path, "frontend"), sibling(path, "frames")
+        for graph in (frontend, frames):
+            if not graph.is_file():
+                raise StreamError(f"{graph}: no such model file; the stream needs it beside {path.name}: "
+                                  f"`kws export` writes it, copy {frontend.name} and {frames.name} along with the model")
+        self.frontend = OnnxModel(frontend, threads)
+        self.classifier = OnnxModel(frames, threads)
         self.labels = self.model.labels
         f = self.feats = self.model.config.features
         self.sample_rate = f.sample_rate
