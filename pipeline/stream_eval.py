@@ -11,6 +11,10 @@ detection is matched to the keyword it belongs to:
 * latency: detection time minus the word's end (found from the clip's energy);
 * real-time factor: processing seconds per second of audio, on one thread.
 
+Each false accept is also traced to the clip it fired on (``false_accept_sources`` in the report:
+word folder/file, the label that fired, how often, of how many placements of that clip), since a
+stream repeats its clips and a few confusable ones ("start" heard as "stop") can make most of them.
+
 A DET curve (false accepts per hour against miss rate, over a sweep of one global threshold) is
 written as PNG by replaying the detector on the stored window scores.
 """
@@ -19,8 +23,10 @@ from __future__ import annotations
 import json
 import resource
 import time
+from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 from tqdm import tqdm
@@ -39,6 +45,7 @@ class Event:
     start: float
     end: float
     keyword: bool
+    source: str = ""        # the clip placed there, as word/file.wav
 
 
 def rss_mb() -> float:
@@ -90,7 +97,7 @@ def build_stream(paths_labels: list[tuple[str, str]], labels: list[str], bank: l
         gain = 10 ** ((rng.uniform(-28, -16)) / 20) / rms
         i = int(pos * sr)
         audio[i:i + len(x)] += x * gain
-        events.append(Event(label_of(lab[p], tuple(labels)), pos + ws, pos + we, use_kw))
+        events.append(Event(label_of(lab[p], tuple(labels)), pos + ws, pos + we, use_kw, "/".join(Path(p).parts[-2:])))
         pos += rng.uniform(2.0, 3.5)
     return np.clip(audio, -1, 1), events
 
@@ -98,15 +105,23 @@ def build_stream(paths_labels: list[tuple[str, str]], labels: list[str], bank: l
 FA_KINDS = ("wrong_word", "repeat", "non_keyword", "noise")
 
 
-def match(dets: list[tuple[float, str]], events: list[Event], after_s: float = 1.2
-          ) -> tuple[int, int, list[float], dict[str, int]]:
-    """-> (hits, false accepts, latencies of hits in s, false accepts by kind).
+class Matched(NamedTuple):
+    hits: int
+    false_accepts: int
+    latencies: list[float]          # of the hits, seconds from the word's end
+    kinds: dict[str, int]           # false accepts by kind (FA_KINDS)
+    sources: Counter                # (label that fired, Event.source or "" for noise) -> false accepts
+
+
+def match(dets: list[tuple[float, str]], events: list[Event], after_s: float = 1.2) -> Matched:
+    """Detections (time, label) against the stream's events.
 
     Kinds: ``wrong_word`` (during a keyword, another word), ``repeat`` (a second detection of an
     already detected keyword), ``non_keyword`` (during a non-keyword word), ``noise`` (no word)."""
     used = set()
     hits, fa, lat = 0, 0, []
     kinds = dict.fromkeys(FA_KINDS, 0)
+    sources: Counter = Counter()
     kws = [(k, e) for k, e in enumerate(events) if e.keyword]
     starts = np.array([e.start for _, e in kws])
     all_starts = np.array([e.start for e in events])
@@ -123,6 +138,7 @@ def match(dets: list[tuple[float, str]], events: list[Event], after_s: float = 1
         fa += 1
         j = int(np.searchsorted(all_starts, t, side="right"))
         near = [(k, events[k]) for k in range(max(0, j - 2), j) if events[k].start - 0.2 <= t <= events[k].end + after_s]
+        sources[(label, near[-1][1].source if near else "")] += 1
         if not near:
             kinds["noise"] += 1
         else:
@@ -133,7 +149,7 @@ def match(dets: list[tuple[float, str]], events: list[Event], after_s: float = 1
                 kinds["repeat"] += 1
             else:
                 kinds["wrong_word"] += 1
-    return hits, fa, lat, kinds
+    return Matched(hits, fa, lat, kinds, sources)
 
 
 def replay(times: np.ndarray, probs: np.ndarray, det: Detector) -> list[tuple[float, str]]:
@@ -196,17 +212,20 @@ def stream_eval(model: Path, data: Path, minutes: float = 10.0, json_path: Path 
     rss_end = rss_mb()
     seconds = len(audio) / sr
     hours = seconds / 3600
-    hits, fa, lat, fa_kinds = match(dets, events)
+    hits, fa, lat, fa_kinds, fa_sources = match(dets, events)
+    plays = Counter(e.source for e in events)
     n_kw = sum(e.keyword for e in events)
     times_a, probs_a = times[:n_win], probs[:n_win]
     sweep = []
     for th in np.round(np.concatenate([np.arange(0.3, 0.875, 0.05), np.arange(0.9, 0.995, 0.01)]), 3):
         d2 = Detector(labels, {}, default=float(th), smooth=smooth, refractory_s=refractory_ms / 1000)
-        h2, f2, _, _ = match(replay(times_a, probs_a, d2), events)
+        h2, f2, *_ = match(replay(times_a, probs_a, d2), events)
         sweep.append({"threshold": float(th), "miss_rate": 1 - h2 / n_kw, "false_accepts_per_hour": f2 / hours})
     report = {
         "hit_rate": hits / n_kw, "false_accepts_per_hour": fa / hours, "false_accepts": fa,
         "false_accepts_by_kind": fa_kinds,
+        "false_accept_sources": [{"fired": lab, "clip": src or "(noise)", "count": c, "placed": plays[src] if src else None}
+                                 for (lab, src), c in fa_sources.most_common(20)],
         "keywords": n_kw, "non_keywords": len(events) - n_kw, "hours": hours,
         "latency_ms_median": float(np.median(lat) * 1000) if lat else None,
         "latency_ms_p90": float(np.percentile(lat, 90) * 1000) if lat else None,
@@ -232,5 +251,9 @@ def stream_eval(model: Path, data: Path, minutes: float = 10.0, json_path: Path 
         f"latency median {report['latency_ms_median'] or float('nan'):.0f} ms, p90 {report['latency_ms_p90'] or float('nan'):.0f} ms; "
         f"real-time factor {report['real_time_factor']:.4f}; RSS growth {report['rss_mb_growth']:.1f} MB")
     log("false accepts by kind: " + ", ".join(f"{k} {v}" for k, v in fa_kinds.items()))
+    if fa_sources:
+        log("most false accepts on: " + "; ".join(
+            f'"{lab}" on {src} ({c} of its {plays[src]} placements)' if src else f'"{lab}" on noise ({c})'
+            for (lab, src), c in fa_sources.most_common(5)))
     log(f"wrote {out_dir / 'det.png'}, {out_dir / 'report.json'} and the window scores {out_dir / 'scores.npz'}")
     return report

@@ -110,6 +110,10 @@ def test_stream_eval_reports_keys(tiny_model, tiny_data, tmp_path):
     assert 0 <= r["hit_rate"] <= 1 and r["real_time_factor"] > 0 and r["keywords"] > 10
     assert (tmp_path / "det.png").stat().st_size > 1000
     assert sum(r["false_accepts_by_kind"].values()) == r["false_accepts"]
+    src = r["false_accept_sources"]
+    assert sum(s["count"] for s in src) <= r["false_accepts"] and (len(src) == 20 or sum(s["count"] for s in src) == r["false_accepts"])
+    for s in src:                      # a clip of the data, placed at least as often as it fired
+        assert s["clip"] == "(noise)" or ((tiny_data / s["clip"]).is_file() and 1 <= s["count"] <= s["placed"])
     z = np.load(tmp_path / "scores.npz")
     assert z["probs"].shape == (r["windows"], len(z["labels"]))
     assert r["split"] == "test"
@@ -134,12 +138,15 @@ def test_stream_eval_split(tiny_model, tiny_data, tmp_path):
 
 def test_match_counts_hits_and_kinds_of_false_accepts():
     from pipeline.stream_eval import Event, match
-    ev = [Event("yes", 1.0, 1.5, True), Event("_unknown_", 4.0, 4.5, False), Event("no", 7.0, 7.4, True)]
-    dets = [(1.6, "yes"), (2.4, "yes"), (4.6, "no"), (7.2, "up"), (7.5, "no"), (10.0, "go")]
-    hits, fa, lat, kinds = match(dets, ev)
-    assert hits == 2 and fa == 4
-    assert kinds == {"wrong_word": 1, "repeat": 1, "non_keyword": 1, "noise": 1}
+    ev = [Event("yes", 1.0, 1.5, True, "yes/a.wav"), Event("_unknown_", 4.0, 4.5, False, "start/b.wav"),
+          Event("no", 7.0, 7.4, True, "no/c.wav")]
+    dets = [(1.6, "yes"), (2.4, "yes"), (4.6, "no"), (7.2, "up"), (7.5, "no"), (10.0, "go"), (4.9, "no")]
+    hits, fa, lat, kinds, sources = match(dets, ev)
+    assert hits == 2 and fa == 5
+    assert kinds == {"wrong_word": 1, "repeat": 1, "non_keyword": 2, "noise": 1}
     assert np.allclose(sorted(lat), [0.1, 0.1])
+    # each false accept is traced to the clip it fired on
+    assert sources == {("yes", "yes/a.wav"): 1, ("no", "start/b.wav"): 2, ("up", "no/c.wav"): 1, ("go", ""): 1}
 
 
 def test_stream_bad_inputs(tiny_model, tmp_path):
