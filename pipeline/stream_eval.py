@@ -137,18 +137,17 @@ def match(dets: list[tuple[float, str]], events: list[Event], after_s: float = 1
             continue
         fa += 1
         j = int(np.searchsorted(all_starts, t, side="right"))
-        near = [(k, events[k]) for k in range(max(0, j - 2), j) if events[k].start - 0.2 <= t <= events[k].end + after_s]
-        sources[(label, near[-1][1].source if near else "")] += 1
-        if not near:
+        near = [e for e in events[max(0, j - 2):j] if e.start - 0.2 <= t <= e.end + after_s]
+        e = near[-1] if near else None                # the word it fired on, if any
+        sources[(label, e.source if e else "")] += 1
+        if e is None:
             kinds["noise"] += 1
+        elif not e.keyword:
+            kinds["non_keyword"] += 1
+        elif e.label == label:
+            kinds["repeat"] += 1
         else:
-            k, e = near[-1]
-            if not e.keyword:
-                kinds["non_keyword"] += 1
-            elif e.label == label:
-                kinds["repeat"] += 1
-            else:
-                kinds["wrong_word"] += 1
+            kinds["wrong_word"] += 1
     return Matched(hits, fa, lat, kinds, sources)
 
 
