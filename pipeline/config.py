@@ -177,6 +177,7 @@ class TrainConfig:
     seed: int = 0
     silence_fraction: float = 0.08     # of training clips, cut from background noise
     unknown_fraction: float = 0.10     # cap on _unknown_ clips, as a fraction of the split
+    unknown_per_epoch: bool = False    # True: draw the capped _unknown_ clips afresh each epoch (README: no gain)
     augment: AugmentConfig = field(default_factory=AugmentConfig)
     # Distillation (pipeline/distill.py): runs whose averaged probabilities the model also learns.
     teachers: tuple[str, ...] = ()

@@ -1,6 +1,9 @@
 """From dataset folders to decoded splits: the one entry point training uses.
 
     roots -> scan -> labels -> per split: cap _unknown_, add _silence_ -> int16 memmap cache
+
+With ``train.unknown_per_epoch`` (off by default) the training split keeps all its ``_unknown_``
+clips, and each epoch draws the capped number of them afresh (``datasets/sampler.py``).
 """
 from __future__ import annotations
 
@@ -84,6 +87,8 @@ def prepare(roots: list[Path], feats: FeatureConfig, train: TrainConfig, cache_d
         if not chosen and split == "train":
             raise DatasetError(f"{', '.join(map(str, roots))}: no training clips")
         n_sil = int(round(train.silence_fraction * len(chosen)))
+        if split == "train" and train.unknown_per_epoch:     # all of them; each epoch draws its share
+            chosen = [c for c in clips if c.split == split]
         splits[split] = build_split(chosen, labels, feats, cache_dir, bank, n_sil, train.seed + 100 + i,
                                     jobs, desc=f"decode {split}")
     return PreparedData(labels, splits, bank)

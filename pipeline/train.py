@@ -1,7 +1,8 @@
 """The training loop: device-resident int16 clips, batch augmentation and features on the device.
 
-    clips (int16, on the device) -> batch slice -> augment -> MFCC (FFT) -> SpecAugment
-    -> BiLSTM -> cross-entropy -> AdamW (warm-up + cosine), gradient clipping
+    epoch's clips (datasets/sampler.py) -> batch slice of the int16 clips (device_clips.py)
+    -> one step (train_step.py: augment -> MFCC -> SpecAugment -> BiLSTM -> cross-entropy -> AdamW)
+    -> warm-up + cosine learning rate, validation, atomic checkpoints
 
 CUDA when present (cuDNN LSTM, bf16 autocast), CPU otherwise. Multi-GPU (or multi-process CPU)
 through ``torchrun``: each rank takes a strided share of every epoch's permutation and the
@@ -24,18 +25,20 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.distributed as dist
-import torch.nn.functional as F
 from tqdm import tqdm
 
 from .checkpoint import load_checkpoint, save_checkpoint
-from .errors import CheckpointError
-from .config import UNKNOWN, RunConfig
+from .config import SILENCE, UNKNOWN, RunConfig
 from .data import PreparedData
 from .datasets.augment import Augmenter
+from .datasets.sampler import EpochSampler, unknown_cap
+from .device_clips import DeviceClips, evaluate_split, feature_stats, predict_probs, thresholds_from_validation
 from .distill import Teacher
-from .features import MFCC, spec_augment, time_warp
-from .model import BiLSTMClassifier, WeightEMA, count_parameters, log_mean_probs
+from .errors import CheckpointError
+from .features import MFCC
+from .model import BiLSTMClassifier, WeightEMA, count_parameters
 from .plots import plot_curves
+from .train_step import TrainStep, make_optimizer, use_bf16
 
 
 def get_lr(step: int, total: int, warmup: int, base: float) -> float:
@@ -46,195 +49,12 @@ def get_lr(step: int, total: int, warmup: int, base: float) -> float:
     return base * (0.02 + 0.98 * 0.5 * (1 + math.cos(math.pi * p)))
 
 
-def use_bf16(device: torch.device, precision: str = "auto") -> bool:
-    """bf16 autocast for the model: on CUDA, and on CPUs with native bf16 (AVX512-BF16, AMX),
-    where it runs the LSTM ~1.5x faster (measured: scripts/bench_train.py); fp32 elsewhere."""
-    if precision != "auto":
-        return precision == "bf16"
-    if device.type == "cuda":
-        return True
-    if device.type != "cpu":
-        return False
-    try:
-        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
-    except (AttributeError, RuntimeError):          # a build without oneDNN: plain fp32
-        return False
-
-
 def pick_device(name: str) -> torch.device:
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if name.startswith("cuda") and not torch.cuda.is_available():
         raise CheckpointError("--device cuda: no CUDA device is available here")
     return torch.device(name)
-
-
-class DeviceClips:
-    """A split's int16 clips where batches are sliced: the whole array on a GPU, the memmap on CPU."""
-
-    def __init__(self, audio: np.ndarray, labels: np.ndarray, device: torch.device):
-        self.device = device
-        self.on_device = device.type == "cuda"
-        if self.on_device:
-            self.audio = torch.from_numpy(np.ascontiguousarray(audio)).to(device)
-        else:
-            self.audio = audio
-        self.labels = torch.from_numpy(np.asarray(labels)).to(device)
-
-    def __len__(self) -> int:
-        return len(self.labels)
-
-    def batch(self, idx: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """idx (batch,) -> waveform (batch, samples) float32 in [-1, 1], labels (batch,)."""
-        if self.on_device:
-            x = self.audio[idx]
-        else:
-            order = np.sort(idx.numpy())                       # sequential reads from the memmap
-            x = torch.from_numpy(np.asarray(self.audio[order]))
-            idx = torch.from_numpy(order)
-        return x.float() / 32768.0, self.labels[idx.to(self.labels.device)]
-
-
-@torch.no_grad()
-def feature_stats(clips: DeviceClips, frontend: MFCC, max_clips: int = 4000) -> tuple[torch.Tensor, torch.Tensor]:
-    """Per-coefficient mean and std of the (clean) training features: (n_mfcc,) each."""
-    n = min(len(clips), max_clips)
-    idx = torch.linspace(0, len(clips) - 1, n).long()
-    s = s2 = count = 0
-    for part in idx.split(512):
-        x, _ = clips.batch(part)
-        f = frontend(x.to(clips.device)).double()
-        s, s2, count = s + f.sum((0, 1)), s2 + (f * f).sum((0, 1)), count + f.shape[0] * f.shape[1]
-    mean = s / count
-    return mean.float(), (s2 / count - mean * mean).clamp(min=0).sqrt().float()
-
-
-@torch.no_grad()
-def evaluate_split(model: torch.nn.Module, frontend: MFCC, clips: DeviceClips, batch_size: int,
-                   amp: bool) -> tuple[float, float, np.ndarray]:
-    """-> (mean loss, accuracy, predictions) on clean audio."""
-    model.eval()
-    loss_sum, preds = 0.0, []
-    for part in torch.arange(len(clips)).split(batch_size):
-        x, y = clips.batch(part)
-        x, y = x.to(clips.device, non_blocking=True), y.to(clips.device)
-        with torch.autocast(clips.device.type, dtype=torch.bfloat16, enabled=amp):
-            logits = model(frontend(x)).float()
-        loss_sum += F.cross_entropy(logits, y, reduction="sum").item()
-        preds.append(logits.argmax(-1).cpu())
-    p = torch.cat(preds).numpy() if preds else np.zeros(0, np.int64)
-    labels = clips.labels.cpu().numpy()
-    return loss_sum / max(1, len(clips)), float((p == labels).mean()) if len(p) else float("nan"), p
-
-
-@torch.no_grad()
-def predict_probs(model: torch.nn.Module, frontend: MFCC, clips: DeviceClips, batch_size: int) -> np.ndarray:
-    """Clean-audio class probabilities: (clips, classes)."""
-    model.eval()
-    out = [torch.softmax(model(frontend(clips.batch(part)[0].to(clips.device))).float(), -1).cpu()
-           for part in torch.arange(len(clips)).split(batch_size)]
-    return torch.cat(out).numpy()
-
-
-def thresholds_from_validation(probs: np.ndarray, truth: np.ndarray, labels: tuple[str, ...],
-                               quantile: float = 0.999, floor: float = 0.8) -> dict[str, float]:
-    """Per-label detection thresholds for streaming: above the ``quantile`` of that label's score
-    on validation clips of other labels, and at least ``floor``. Clean, centred validation clips
-    are easier than a stream's partial words, so the floor usually decides (stream-eval's DET
-    curve: a floor of 0.5 gave ~400 false accepts per hour on synthetic speakers, 0.8 ~70)."""
-    out = {}
-    for k, name in enumerate(labels):
-        if name.startswith("_"):
-            continue
-        neg = probs[truth != k, k]
-        q = float(np.quantile(neg, quantile)) if len(neg) else floor
-        out[name] = round(min(0.97, max(floor, q + 0.05)), 3)
-    return out
-
-
-def mixup(feats: torch.Tensor, alpha: float) -> tuple[torch.Tensor, tuple[torch.Tensor, torch.Tensor] | None]:
-    """(batch, frames, n_mfcc) -> (mixed features, (lam (batch,), partner index (batch,))), or the
-    features and None for ``alpha`` 0. Each clip is mixed with another clip of the batch at its own
-    lam ~ Beta(alpha, alpha), folded to >= 0.5 so that its own label stays the larger share."""
-    if alpha <= 0:
-        return feats, None
-    b = feats.shape[0]
-    lam = torch.distributions.Beta(alpha, alpha).sample((b,)).to(feats.device)
-    lam = torch.maximum(lam, 1 - lam)
-    other = torch.randperm(b, device=feats.device)
-    mixed = lam.view(b, 1, 1) * feats + (1 - lam.view(b, 1, 1)) * feats[other]
-    return mixed, (lam, other)
-
-
-def make_optimizer(model: torch.nn.Module, tc, device: torch.device) -> torch.optim.AdamW:
-    """AdamW as training uses it: on CUDA the fused kernel (one launch for all parameters, where the
-    default runs several per tensor group), elsewhere the default implementation."""
-    return torch.optim.AdamW(model.parameters(), lr=tc.lr, weight_decay=tc.weight_decay,
-                             fused=device.type == "cuda")
-
-
-class TrainStep:
-    """One optimisation step on a batch, everything on ``device``:
-
-    int16-derived waveform (batch, samples) -> augment -> MFCC (FFT, VTLP-warped filterbank)
-    -> time warp and mixup (when configured) -> SpecAugment -> BiLSTM (bf16 autocast where
-    :func:`use_bf16`) -> label-smoothed cross-entropy -> backward -> clip -> AdamW.
-    The training command and scripts/bench_train.py both use it.
-    """
-
-    def __init__(self, net: torch.nn.Module, model: BiLSTMClassifier, frontend: MFCC, augment: Augmenter,
-                 opt: torch.optim.Optimizer, tc, device: torch.device, amp: bool | None = None,
-                 unknown_index: int | None = None, keyword_mask: torch.Tensor | None = None, teacher=None):
-        self.net, self.model, self.frontend, self.augment, self.opt, self.tc = net, model, frontend, augment, opt, tc
-        self.teacher = teacher                       # a distill.Teacher, or None
-        self.device, self.amp = device, use_bf16(device) if amp is None else amp
-        # keyword_mask (classes,) bool: labels whose clips may be cut to a fragment -> unknown_index
-        self.unknown_index = unknown_index
-        self.keyword_mask = None if keyword_mask is None or unknown_index is None else keyword_mask.to(device)
-
-    def __call__(self, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """-> (loss, logits (batch, classes), labels), all on the device."""
-        feats, y, mix, soft = self.inputs(x, y)
-        with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.amp):
-            towers = self.net(feats, towers=True).float()              # (towers, batch, classes)
-        # each tower learns from its own loss, as the members of an ensemble do
-        loss = torch.stack([self.loss(t, y, mix, soft) for t in towers]).mean()
-        logits = log_mean_probs(towers)
-        self.opt.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.tc.grad_clip)
-        self.opt.step()
-        return loss.detach(), logits.detach(), y
-
-    @torch.no_grad()
-    def inputs(self, x: torch.Tensor, y: torch.Tensor):
-        """The input half of a step: int16-derived waveform (batch, samples) and labels (batch,) ->
-        (features (batch, frames, n_mfcc) augmented, labels (fragments relabelled), mixup pairs or
-        None, the teachers' logits or None), all on the device."""
-        x, y = x.to(self.device, non_blocking=True), y.to(self.device)
-        a = self.tc.augment
-        lo, hi = a.vtlp
-        warp = None if lo == hi == 1.0 else lo + (hi - lo) * torch.rand(len(x), device=x.device)
-        wave, cut = self.augment(x, None if self.keyword_mask is None else self.keyword_mask[y])
-        if self.keyword_mask is not None:
-            y = torch.where(cut, torch.full_like(y, self.unknown_index), y)
-        feats = time_warp(self.frontend(wave, warp), a.time_warp_frames)
-        feats, mix = mixup(feats, self.tc.mixup_alpha)
-        soft = self.teacher.logits(feats) if self.teacher is not None else None
-        feats = spec_augment(feats, a.time_masks, a.time_mask_frames, a.freq_masks, a.freq_mask_bins,
-                             fill=self.model.feat_mean)
-        return feats, y, mix, soft
-
-    def loss(self, logits: torch.Tensor, y: torch.Tensor, mix, soft: torch.Tensor | None) -> torch.Tensor:
-        """(batch, classes) logits of one tower -> label-smoothed cross-entropy (mixed labels with
-        mixup, and the teachers' term with distillation)."""
-        if mix is None:
-            loss = F.cross_entropy(logits, y, label_smoothing=self.tc.label_smoothing)
-        else:
-            lam, other = mix
-            ce = lambda t: F.cross_entropy(logits, t, label_smoothing=self.tc.label_smoothing, reduction="none")
-            loss = (lam * ce(y) + (1 - lam) * ce(y[other])).mean()
-        return loss if soft is None else self.teacher.loss(logits, soft, loss)
 
 
 @dataclass
@@ -261,6 +81,18 @@ def _set_rng_state(st: dict) -> None:
         torch.cuda.set_rng_state_all(st["cuda"])
 
 
+def epoch_sampler(cfg: RunConfig, labels: np.ndarray, unknown: int | None, repeats: np.ndarray | None,
+                  rank: int = 0, world: int = 1) -> EpochSampler:
+    """The sampler of ``cfg``'s training: the capped ``_unknown_`` share drawn afresh each epoch when
+    ``train.unknown_per_epoch`` is on (the split then holds all of them: ``data.prepare``)."""
+    tc = cfg.train
+    n_unknown = None
+    if unknown is not None and tc.unknown_per_epoch:
+        silence = cfg.labels.index(SILENCE) if SILENCE in cfg.labels else -1
+        n_unknown = unknown_cap(int(np.sum((labels != unknown) & (labels != silence))), tc.unknown_fraction)
+    return EpochSampler(labels, unknown, n_unknown, repeats, tc.batch_size, tc.seed, rank, world)
+
+
 def train(cfg: RunConfig, data: PreparedData, run_dir: Path, device: torch.device,
           resume: bool = False, log=print, precision: str = "auto",
           init_weights: dict | None = None, repeats: np.ndarray | None = None) -> TrainResult:
@@ -285,10 +117,9 @@ def train(cfg: RunConfig, data: PreparedData, run_dir: Path, device: torch.devic
     model = BiLSTMClassifier(cfg.model).to(device)
     augment = Augmenter(tc.augment, cfg.features, data.noise_bank, device)
 
-    pool = torch.arange(len(train_clips))             # an epoch's clip indices, oversampled ones repeated
-    if repeats is not None:
-        pool = torch.repeat_interleave(pool, torch.as_tensor(repeats, dtype=torch.long))
-    steps_per_epoch = max(1, len(pool) // (tc.batch_size * world))
+    unknown = cfg.labels.index(UNKNOWN) if UNKNOWN in cfg.labels else None
+    sampler = epoch_sampler(cfg, data.splits["train"].labels, unknown, repeats, rank, world)
+    steps_per_epoch = sampler.steps_per_epoch
     total_steps = steps_per_epoch * tc.epochs
     opt = make_optimizer(model, tc, device)
     start_epoch, best_acc, history = 0, -1.0, []
@@ -316,23 +147,22 @@ def train(cfg: RunConfig, data: PreparedData, run_dir: Path, device: torch.devic
         ema.model.load_state_dict(ck["model"])
         ema.updates = start_epoch * steps_per_epoch
     kept_model = ema.model if ema is not None else model      # what is validated, saved and exported
-    unknown = cfg.labels.index(UNKNOWN) if UNKNOWN in cfg.labels else None
     keywords = torch.tensor([not l.startswith("_") for l in cfg.labels])
     teacher = Teacher(cfg, device, amp) if tc.teachers else None
     step_fn = TrainStep(net, model, frontend, augment, opt, tc, device, amp, unknown, keywords, teacher)
     if main:
         log(f"model: {count_parameters(model):,} parameters; {len(train_clips)} train / {len(val_clips)} val "
-            f"clips" + (f" ({len(pool)} uses per epoch with --repeat)" if len(pool) != len(train_clips) else "")
+            f"clips" + (f" ({sampler.uses_per_epoch} uses per epoch: {sampler.n_unknown} of the "
+                        f"{len(sampler.unknown)} _unknown_ drawn each epoch"
+                        f"{', --repeat' if repeats is not None else ''})"
+                        if sampler.uses_per_epoch != len(train_clips) else "")
             + f"; {len(cfg.labels)} labels; device {device}" + (f" x{world}" if distributed else "")
             + (" (bf16 autocast)" if amp else " (fp32)"))
 
     t0 = time.time()
-    gen = torch.Generator().manual_seed(tc.seed)
-    for _ in range(start_epoch):                     # keep the permutation stream aligned on resume
-        torch.randperm(len(pool), generator=gen)
     for epoch in range(start_epoch, tc.epochs):
         net.train()
-        perm = pool[torch.randperm(len(pool), generator=gen)][rank::world]
+        perm = sampler.epoch(epoch)
         te, seen = time.time(), 0
         loss_sum = torch.zeros((), device=device)            # summed on the device: no sync per step
         correct = torch.zeros((), dtype=torch.long, device=device)

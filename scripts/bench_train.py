@@ -7,7 +7,7 @@ for a fixed number of steps after warm-up, on CUDA when present, else CPU.
 
     (a) naive:   a Dataset computing augmentation (shift, noise) and MFCC per item in __getitem__,
                  a DataLoader with worker processes, the model in fp32
-    (b) project: pipeline.train.TrainStep, the exact step `kws train` runs: clips held as one int16
+    (b) project: pipeline.train_step.TrainStep, the exact step `kws train` runs: clips held as one int16
                  tensor (on the GPU when there is one), batches sliced on the device, augmentation
                  and MFCC on the whole batch on the device, bf16 autocast (on CUDA, and on CPUs
                  with native bf16: AVX512-BF16/AMX) + cuDNN LSTM and fused AdamW on CUDA;
@@ -33,7 +33,8 @@ from pipeline.datasets.augment import Augmenter  # noqa: E402
 from pipeline.datasets.noise import synthetic_noises  # noqa: E402
 from pipeline.features import MFCC  # noqa: E402
 from pipeline.model import BiLSTMClassifier  # noqa: E402
-from pipeline.train import DeviceClips, TrainStep, make_optimizer, use_bf16  # noqa: E402
+from pipeline.device_clips import DeviceClips  # noqa: E402
+from pipeline.train_step import TrainStep, make_optimizer, use_bf16  # noqa: E402
 
 
 class NaiveDataset(torch.utils.data.Dataset):

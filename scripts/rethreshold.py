@@ -1,6 +1,6 @@
 #!/usr/bin/env python
 """Recompute a run's streaming thresholds (RUN/thresholds.json) from its validation split with the
-current rule (pipeline.train.thresholds_from_validation), without retraining; re-export afterwards.
+current rule (pipeline.device_clips.thresholds_from_validation), without retraining; re-export afterwards.
 
     python scripts/rethreshold.py runs/default --data data/synth && kws export runs/default --int8
 """
@@ -15,7 +15,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from pipeline.checkpoint import load_model  # noqa: E402
 from pipeline.data import prepare  # noqa: E402
 from pipeline.features import MFCC  # noqa: E402
-from pipeline.train import DeviceClips, predict_probs, thresholds_from_validation  # noqa: E402
+from pipeline.device_clips import DeviceClips, predict_probs, thresholds_from_validation  # noqa: E402
 
 ap = argparse.ArgumentParser(description=__doc__)
 ap.add_argument("run", type=Path)

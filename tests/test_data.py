@@ -1,11 +1,15 @@
 """Loader, splits, labels, audio reading and the int16 cache, on small layouts made here."""
+from dataclasses import replace
+
 import numpy as np
 import pytest
 import soundfile as sf
+import torch
 
 from pipeline.audio import PAD_FLOOR_DBFS, AudioError, fit_to_window, load_clip, read_audio
 from pipeline.config import FeatureConfig, TrainConfig
 from pipeline.data import prepare
+from pipeline.datasets.sampler import EpochSampler, unknown_cap
 from pipeline.datasets.speech_commands import DatasetError, hash_split, resolve_labels, scan, speaker_of
 
 
@@ -100,7 +104,16 @@ def test_prepare_caches_int16_memmap_and_reuses_it(tmp_path):
     tr = data.splits["train"]
     assert isinstance(tr.audio, np.memmap) and tr.audio.dtype == np.int16 and tr.audio.shape[1] == 16000
     assert data.labels == ("yes", "no", "_unknown_", "_silence_")
-    assert (tr.labels == 3).sum() == round(0.1 * (len(tr) - (tr.labels == 3).sum()))   # silence clips added
+    n_words, n_unknown = int((tr.labels < 2).sum()), int((tr.labels == 2).sum())
+    cap = unknown_cap(n_words, tc.unknown_fraction)
+    assert n_unknown == cap and (tr.labels == 3).sum() == round(0.1 * (n_words + cap))   # capped, + silence
+    drawn = prepare([root], feats, replace(tc, unknown_per_epoch=True), tmp_path / "c2", task="auto", words=["yes", "no"])
+    d = drawn.splits["train"]
+    train_clips = [c for c in scan(root) if c.split == "train"]
+    assert (d.labels < 3).sum() == len(train_clips) and (d.labels == 2).sum() > cap   # every _unknown_ clip
+    assert (d.labels == 3).sum() == (tr.labels == 3).sum()            # silence: a share of the capped split
+    val = drawn.splits["val"]                                          # the other splits stay capped
+    assert (val.labels == 2).sum() <= unknown_cap(int((val.labels < 2).sum()), tc.unknown_fraction)
     folders = sorted((tmp_path / "cache").iterdir())
     again = prepare([root], feats, tc, tmp_path / "cache", task="auto", words=["yes", "no"])
     assert sorted((tmp_path / "cache").iterdir()) == folders                  # nothing rebuilt
@@ -129,3 +142,36 @@ def test_clip_repeats_follow_the_data_folders(tmp_path):
     assert clip_repeats(files, [a, b], (3, 1)).tolist() == [3, 1, 1, 1]
     with pytest.raises(DatasetError, match="--repeat"):
         clip_repeats(files, [a, b], (1, 2, 3))
+
+
+def test_epoch_sampler_draws_the_unknown_share_afresh_each_epoch():
+    """Every word/_silence_ clip each epoch (x its repeats), n_unknown distinct _unknown_ clips drawn
+    per epoch, all of them over a few epochs; deterministic per (seed, epoch); ranks split an epoch."""
+    labels = np.array([0] * 40 + [1] * 20 + [2] * 30)            # words, _silence_, _unknown_ (index 2)
+    repeats = np.ones(90, np.int64)
+    repeats[:10] = 3                                             # ten oversampled word clips
+    s = EpochSampler(labels, unknown=2, n_unknown=8, repeats=repeats, batch_size=4, seed=5)
+    assert s.resampled and s.uses_per_epoch == 3 * 10 + 30 + 20 + 8 and s.steps_per_epoch == 88 // 4
+    seen = set()
+    for e in range(12):
+        full = EpochSampler(labels, 2, 8, repeats, batch_size=1, seed=5).epoch(e)   # the whole epoch
+        counts = np.bincount(full.numpy(), minlength=90)
+        assert np.all(counts[:60] == repeats[:60])               # every fixed clip, repeats honoured
+        drawn = np.flatnonzero(counts[60:]) + 60
+        assert len(drawn) == 8 and np.all(counts[drawn] == 1)
+        seen |= set(drawn.tolist())
+        assert np.array_equal(s.epoch(e), s.epoch(e))            # same epoch, same order (resume)
+        assert len(s.epoch(e)) == s.steps_per_epoch * 4
+    assert len(seen) == 30                                       # every _unknown_ clip used
+    assert not np.array_equal(s.epoch(0), s.epoch(1))
+    r0 = EpochSampler(labels, 2, 8, repeats, batch_size=2, seed=5, rank=0, world=2).epoch(3)
+    r1 = EpochSampler(labels, 2, 8, repeats, batch_size=2, seed=5, rank=1, world=2).epoch(3)
+    one = EpochSampler(labels, 2, 8, repeats, batch_size=1, seed=5).epoch(3)
+    assert np.array_equal(r0, one[0::2][:len(r0)]) and np.array_equal(r1, one[1::2][:len(r1)])
+    every = EpochSampler(labels, 2, None, None, batch_size=1, seed=5)           # no cap: all, once
+    assert not every.resampled and sorted(every.epoch(0).tolist()) == list(range(90))
+    legacy = torch.Generator().manual_seed(5)         # the permutation stream of runs made before the draw
+    for e in range(3):
+        assert np.array_equal(every.epoch(e), torch.randperm(90, generator=legacy))
+    assert sorted(EpochSampler(labels, None, None, None, 1, 0).epoch(0).tolist()) == list(range(90))
+    assert unknown_cap(90, 0.1) == 10 and unknown_cap(0, 0.1) == 0

@@ -110,7 +110,7 @@ def test_time_warp_moves_an_anchor_and_keeps_the_ends():
 
 
 def test_mixup_mixes_each_clip_with_a_partner():
-    from pipeline.train import mixup
+    from pipeline.train_step import mixup
     torch.manual_seed(0)
     f = torch.randn(16, 98, 40)
     same, none = mixup(f, 0.0)

@@ -79,7 +79,7 @@ def test_bf16_train_step_learns_on_cuda():
     from pipeline.datasets.augment import Augmenter
     from pipeline.features import MFCC
     from pipeline.model import BiLSTMClassifier
-    from pipeline.train import TrainStep
+    from pipeline.train_step import TrainStep
     torch.manual_seed(0)
     rng = np.random.default_rng(1)
     dev = torch.device("cuda")

@@ -55,7 +55,7 @@ def test_train_step_relabels_cut_words_as_unknown():
     from pipeline.datasets.augment import Augmenter
     from pipeline.features import MFCC
     from pipeline.model import BiLSTMClassifier
-    from pipeline.train import TrainStep
+    from pipeline.train_step import TrainStep
 
     torch.manual_seed(0)
     feats = FeatureConfig()
@@ -81,7 +81,7 @@ def test_train_step_with_mixup_and_time_warp():
     from pipeline.datasets.augment import Augmenter
     from pipeline.features import MFCC
     from pipeline.model import BiLSTMClassifier
-    from pipeline.train import TrainStep
+    from pipeline.train_step import TrainStep
 
     torch.manual_seed(0)
     feats = FeatureConfig()
@@ -105,7 +105,7 @@ def test_train_step_gives_each_tower_its_own_loss():
     from pipeline.datasets.augment import Augmenter
     from pipeline.features import MFCC
     from pipeline.model import BiLSTMClassifier
-    from pipeline.train import TrainStep
+    from pipeline.train_step import TrainStep
 
     torch.manual_seed(0)
     feats = FeatureConfig()

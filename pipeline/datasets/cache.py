@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import math
 import os
 import shutil
 from dataclasses import dataclass
@@ -27,6 +26,7 @@ from tqdm import tqdm
 from ..audio import PAD_FLOOR_DBFS, load_clip, to_int16
 from ..config import SILENCE, UNKNOWN, FeatureConfig
 from .noise import silence_clips
+from .sampler import unknown_cap
 from .speech_commands import Clip, label_of
 
 
@@ -44,7 +44,7 @@ def select_clips(clips: list[Clip], labels: tuple[str, ...], unknown_fraction: f
     """Cap ``_unknown_`` clips at ``unknown_fraction`` of the result (deterministic under ``seed``)."""
     known = [c for c in clips if label_of(c.word, labels) != UNKNOWN]
     unknown = [c for c in clips if label_of(c.word, labels) == UNKNOWN]
-    cap = math.ceil(unknown_fraction / max(1e-9, 1 - unknown_fraction) * len(known))
+    cap = unknown_cap(len(known), unknown_fraction)
     if len(unknown) > cap:
         rng = np.random.default_rng(seed)
         unknown = [unknown[i] for i in sorted(rng.choice(len(unknown), cap, replace=False))]
