@@ -151,11 +151,10 @@ def train(cfg: RunConfig, data: PreparedData, run_dir: Path, device: torch.devic
     teacher = Teacher(cfg, device, amp) if tc.teachers else None
     step_fn = TrainStep(net, model, frontend, augment, opt, tc, device, amp, unknown, keywords, teacher)
     if main:
+        why = ([f"{sampler.n_unknown} of the {len(sampler.unknown)} _unknown_ drawn each epoch"] if sampler.resampled
+               else []) + (["--repeat"] if repeats is not None else [])
         log(f"model: {count_parameters(model):,} parameters; {len(train_clips)} train / {len(val_clips)} val "
-            f"clips" + (f" ({sampler.uses_per_epoch} uses per epoch: {sampler.n_unknown} of the "
-                        f"{len(sampler.unknown)} _unknown_ drawn each epoch"
-                        f"{', --repeat' if repeats is not None else ''})"
-                        if sampler.uses_per_epoch != len(train_clips) else "")
+            f"clips" + (f" ({sampler.uses_per_epoch} uses per epoch: {', '.join(why)})" if why else "")
             + f"; {len(cfg.labels)} labels; device {device}" + (f" x{world}" if distributed else "")
             + (" (bf16 autocast)" if amp else " (fp32)"))
 
