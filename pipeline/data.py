@@ -83,12 +83,13 @@ def prepare(roots: list[Path], feats: FeatureConfig, train: TrainConfig, cache_d
     bank = noise_bank_or_synthetic(noise_sources(roots, list(noise_dirs)), feats.sample_rate, train.seed)
     splits = {}
     for i, split in enumerate(SPLITS):
-        chosen = select_clips([c for c in clips if c.split == split], labels, train.unknown_fraction, train.seed + i)
+        in_split = [c for c in clips if c.split == split]
+        chosen = select_clips(in_split, labels, train.unknown_fraction, train.seed + i)
         if not chosen and split == "train":
             raise DatasetError(f"{', '.join(map(str, roots))}: no training clips")
         n_sil = int(round(train.silence_fraction * len(chosen)))
         if split == "train" and train.unknown_per_epoch:     # all of them; each epoch draws its share
-            chosen = [c for c in clips if c.split == split]
+            chosen = in_split
         splits[split] = build_split(chosen, labels, feats, cache_dir, bank, n_sil, train.seed + 100 + i,
                                     jobs, desc=f"decode {split}")
     return PreparedData(labels, splits, bank)
