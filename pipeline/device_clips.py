@@ -1,6 +1,7 @@
 """A split's int16 clips where training runs, and what is computed over a whole split.
 
     DeviceClips      the clips as one int16 array (on a GPU: in its memory), batches sliced by index
+    upload           a split's int16 array (a read-only memmap) onto the GPU, a chunk of clips at a time
     feature_stats    (n_mfcc,) mean and std of the clean training features: the model's normalisation
     evaluate_split   mean loss, accuracy and predictions on clean audio (validation, test)
     predict_probs    (clips, classes) clean-audio probabilities
@@ -17,6 +18,16 @@ import torch.nn.functional as F
 from .features import MFCC
 
 
+def upload(audio: np.ndarray, device: torch.device, chunk: int = 8192) -> torch.Tensor:
+    """(clips, samples) int16, e.g. a read-only memmap -> the same values as one tensor on ``device``,
+    copied ``chunk`` clips at a time: no second whole copy in host memory, and no warning about
+    handing torch a read-only array."""
+    out = torch.empty(audio.shape, dtype=torch.int16, device=device)
+    for i in range(0, len(audio), chunk):
+        out[i:i + chunk] = torch.from_numpy(np.array(audio[i:i + chunk], dtype=np.int16))
+    return out
+
+
 class DeviceClips:
     """A split's int16 clips where batches are sliced: the whole array on a GPU, the memmap on CPU."""
 
@@ -24,7 +35,7 @@ class DeviceClips:
         self.device = device
         self.on_device = device.type == "cuda"
         if self.on_device:
-            self.audio = torch.from_numpy(np.ascontiguousarray(audio)).to(device)
+            self.audio = upload(audio, device)
         else:
             self.audio = audio
         self.labels = torch.from_numpy(np.asarray(labels)).to(device)

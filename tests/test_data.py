@@ -1,4 +1,5 @@
 """Loader, splits, labels, audio reading and the int16 cache, on small layouts made here."""
+import warnings
 from dataclasses import replace
 
 import numpy as np
@@ -11,6 +12,7 @@ from pipeline.config import FeatureConfig, TrainConfig
 from pipeline.data import prepare
 from pipeline.datasets.sampler import EpochSampler, unknown_cap
 from pipeline.datasets.speech_commands import DatasetError, hash_split, resolve_labels, scan, speaker_of
+from pipeline.device_clips import upload
 
 
 def make_layout(root, words=("yes", "no", "bed"), speakers=12, lists=False, sr=16000):
@@ -175,3 +177,19 @@ def test_epoch_sampler_draws_the_unknown_share_afresh_each_epoch():
         assert np.array_equal(every.epoch(e), torch.randperm(90, generator=legacy))
     assert sorted(EpochSampler(labels, None, None, None, 1, 0).epoch(0).tolist()) == list(range(90))
     assert unknown_cap(90, 0.1) == 10 and unknown_cap(0, 0.1) == 0
+
+
+@pytest.mark.parametrize("device", ["cpu", pytest.param("cuda", marks=pytest.mark.gpu)])
+def test_upload_copies_a_read_only_memmap_in_chunks(tmp_path, device):
+    """What DeviceClips puts on the GPU: the cache's read-only memmap, copied a few clips at a
+    time, equal to it, with no warning printed at every training."""
+    if device == "cuda" and not torch.cuda.is_available():
+        pytest.skip("no CUDA device")
+    audio = np.random.default_rng(0).integers(-32768, 32767, (10, 50)).astype(np.int16)
+    np.save(tmp_path / "audio.npy", audio)
+    mm = np.load(tmp_path / "audio.npy", mmap_mode="r")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        out = upload(mm, torch.device(device), chunk=3)          # 3 + 3 + 3 + 1 clips
+    assert out.dtype == torch.int16 and out.device.type == device
+    assert np.array_equal(out.cpu().numpy(), audio)
