@@ -159,8 +159,8 @@ def cmd_demo(a: argparse.Namespace) -> None:
     print(f"  test accuracy  {report['accuracy']:.4f} on held-out synthetic speakers "
           f"(confusion matrix in {paths['model'].parent}/eval-{a.data.name}-test/)")
     print(f"  next: kws stream --model {paths['model']} --mic")
-    print(f"  fewer false accepts in a stream: kws train --data {a.data} --out {run}_long --epochs 120 "
-          f"(three times this training's time; README, Results)")
+    print(f"  fewer false accepts in a stream: kws train --data {a.data} --out {run}_long --epochs {3 * a.epochs} "
+          f"(three times the steps and this training's time; README, Results)")
 
 
 # ---------------------------------------------------------------- parser
