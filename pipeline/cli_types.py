@@ -43,6 +43,13 @@ def positive_float(s: str) -> float:
     return v
 
 
+def nonneg_float(s: str) -> float:
+    v = _number(s)
+    if not v >= 0:
+        raise argparse.ArgumentTypeError(f"must be 0 or more, got {v}")
+    return v
+
+
 def probability(s: str) -> float:
     v = positive_float(s)
     if v >= 1:

@@ -51,6 +51,7 @@ class OnnxModel:
         self.kind = meta.get("kind", "waveform")
         self.sample_rate = int(meta.get("sample_rate", self.config.features.sample_rate))
         self.thresholds: dict[str, float] = json.loads(meta.get("thresholds", "{}") or "{}")
+        self.calibration: dict | None = json.loads(meta.get("calibration", "null") or "null")   # `kws calibrate`
         self.input_name = self.session.get_inputs()[0].name
 
     def run(self, x: np.ndarray) -> np.ndarray:

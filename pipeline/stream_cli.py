@@ -1,5 +1,5 @@
-"""`kws stream`, `kws devices`, `kws record`, `kws stream-eval`: the device-side commands (torch is never
-imported)."""
+"""`kws stream`, `kws devices`, `kws record`, `kws stream-eval`, `kws calibrate`: the device-side commands
+(torch is never imported)."""
 from __future__ import annotations
 
 import argparse
@@ -20,6 +20,22 @@ def make_detector(scorer, threshold: float | None, smooth: int, refractory_ms: i
     th = {} if threshold is not None else scorer.model.thresholds
     return Detector(scorer.labels, th, default=threshold if threshold is not None else 0.8,
                     smooth=smooth, refractory_s=refractory_ms / 1000)
+
+
+def describe_thresholds(scorer, threshold: float | None) -> str:
+    """Where the detection thresholds come from, in a few words (printed when the stream starts)."""
+    if threshold is not None:
+        return f"threshold {threshold:g} for every word (--threshold)"
+    c = scorer.model.calibration
+    if c:
+        return (f"threshold {c['threshold']:g} for every word (kws calibrate: <= {c['target_false_accepts_per_hour']:g} "
+                f"false accepts per hour on a {c['minutes']:g}-minute {c['split']} stream of {Path(c['data']).name})")
+    th = scorer.model.thresholds
+    if th:
+        lo, hi = min(th.values()), max(th.values())
+        which = f"threshold {lo:g} for every word" if lo == hi else f"per-word thresholds {lo:g}-{hi:g}"
+        return f"{which} (set at export from validation clips)"
+    return "threshold 0.8 for every word (none stored in the model)"
 
 
 def emit(det, as_json: bool, out=sys.stdout) -> None:
@@ -76,7 +92,8 @@ def run_stream(a: argparse.Namespace) -> None:
         audio_s = len(x) / scorer.sample_rate
         print(f"{n_det} detections in {audio_s:.1f} s of audio" + (f" (+ {offset:.1f} s of quiet margin before "
               f"and after)" if offset else "") + f"; {n_win} windows, real-time factor "
-              f"{busy / (len(streamed) / scorer.sample_rate):.4f}", file=sys.stderr)
+              f"{busy / (len(streamed) / scorer.sample_rate):.4f}; {describe_thresholds(scorer, a.threshold)}",
+              file=sys.stderr)
         return
 
     from .mic import MicSource
@@ -84,7 +101,8 @@ def run_stream(a: argparse.Namespace) -> None:
     errors: list[BaseException] = []
     with MicSource(a.device, scorer.sample_rate) as mic:
         print(f"listening on {mic.device['index']} '{mic.device['name']}' at {mic.rate} Hz "
-              f"(model {scorer.sample_rate} Hz); Ctrl-C to stop", file=sys.stderr)
+              f"(model {scorer.sample_rate} Hz); {describe_thresholds(scorer, a.threshold)}; Ctrl-C to stop",
+              file=sys.stderr)
 
         def infer() -> None:
             try:
@@ -133,6 +151,12 @@ def run_stream_eval(a: argparse.Namespace) -> None:
                 noise_dirs=a.noise_dir, split=a.split)
 
 
+def run_calibrate(a: argparse.Namespace) -> None:
+    from .calibrate import calibrate
+    calibrate(a.model, a.data, target_fa=a.target_fa, minutes=a.minutes, split=a.split, seed=a.seed,
+              out_dir=a.out, noise_dirs=a.noise_dir)
+
+
 def check_speaker_arg(s: str) -> str:
     from .record import SPEAKER_RULE, speaker_ok
     if not speaker_ok(s):
@@ -141,7 +165,7 @@ def check_speaker_arg(s: str) -> str:
 
 
 def add_stream_commands(add) -> None:
-    from .cli_types import nonneg_int, positive_float, positive_int, probability, word_list
+    from .cli_types import nonneg_float, nonneg_int, positive_float, positive_int, probability, word_list
     from .config import DEFAULT_WORDS
     from .record import run_record
 
@@ -199,3 +223,23 @@ def add_stream_commands(add) -> None:
     e.add_argument("--noise-dir", type=Path, action="append", default=[], help="background-noise recordings (repeatable; "
                    "default: the dataset's _background_noise_, else synthetic noise)")
     e.add_argument("--seed", type=int, default=0, help="random seed for the stream layout (default 0)")
+
+    c = add("calibrate", run_calibrate, "Choose one detection threshold for every word on a validation stream, for a "
+            "target rate of false accepts per hour, and write it into the model's graphs.")
+    c.add_argument("--model", type=Path, required=True, help="exported model.onnx (or model.int8.onnx), with its "
+                   ".frontend and .frames graphs beside it; the threshold is written into the model and its graphs "
+                   "(for model.int8.onnx not into the float front-end it shares)")
+    c.add_argument("--data", type=Path, required=True, help="dataset folder whose validation speakers the stream is "
+                   "built from (not the speakers you will test on)")
+    c.add_argument("--target-fa", type=nonneg_float, default=0.5, help="false accepts per hour allowed on that "
+                   "stream (default 0.5); the threshold with the most hits at or under it is kept")
+    c.add_argument("--minutes", type=positive_float, default=360.0, help="stream length in minutes (default 360, "
+                   "about 6 min per classifier on one core: at 0.5 per hour up to 3 false accepts, where 120 minutes "
+                   "allow one and choose by luck; README, Results)")
+    c.add_argument("--split", choices=["val", "all"], default="val", help="clips the stream is built from "
+                   "(default val; all for a dataset of other speakers than the one you test on)")
+    c.add_argument("--seed", type=int, default=0, help="random seed for the stream layout (default 0)")
+    c.add_argument("--out", type=Path, default=None, help="folder for the stream's det.png, report.json, "
+                   "scores.npz and calibration.json (default: calibrate-DATA-SPLIT next to the model)")
+    c.add_argument("--noise-dir", type=Path, action="append", default=[], help="background-noise recordings "
+                   "(repeatable; default: the dataset's _background_noise_, else synthetic noise)")

@@ -168,6 +168,22 @@ def replay(times: np.ndarray, probs: np.ndarray, det: Detector) -> list[tuple[fl
     return out
 
 
+SWEEP_THRESHOLDS = np.round(np.concatenate([np.arange(0.3, 0.875, 0.05), np.arange(0.9, 0.995, 0.01)]), 3)
+
+
+def sweep_thresholds(times: np.ndarray, probs: np.ndarray, labels: list[str], events: list[Event], hours: float,
+                     thresholds, smooth: int = SMOOTH_WINDOWS, refractory_ms: int = REFRACTORY_MS) -> list[dict]:
+    """One global threshold for every word, each of ``thresholds`` replayed over stored window scores
+    ``probs`` (windows, classes) at ``times`` (windows,) -> [{threshold, miss_rate, false_accepts_per_hour}]."""
+    n_kw = sum(e.keyword for e in events)
+    out = []
+    for th in thresholds:
+        det = Detector(labels, {}, default=float(th), smooth=smooth, refractory_s=refractory_ms / 1000)
+        hits, fa, *_ = match(replay(times, probs, det), events)
+        out.append({"threshold": float(th), "miss_rate": 1 - hits / n_kw, "false_accepts_per_hour": fa / hours})
+    return out
+
+
 def stream_eval(model: Path, data: Path, minutes: float = 10.0, json_path: Path | None = None,
                 out_dir: Path | None = None, hop_ms: int = 100, threshold: float | None = None, smooth: int = SMOOTH_WINDOWS,
                 refractory_ms: int = REFRACTORY_MS, seed: int = 0, noise_dirs=(), split: str = "test", log=print) -> dict:
@@ -215,11 +231,7 @@ def stream_eval(model: Path, data: Path, minutes: float = 10.0, json_path: Path 
     plays = Counter(e.source for e in events)
     n_kw = sum(e.keyword for e in events)
     times_a, probs_a = times[:n_win], probs[:n_win]
-    sweep = []
-    for th in np.round(np.concatenate([np.arange(0.3, 0.875, 0.05), np.arange(0.9, 0.995, 0.01)]), 3):
-        d2 = Detector(labels, {}, default=float(th), smooth=smooth, refractory_s=refractory_ms / 1000)
-        h2, f2, *_ = match(replay(times_a, probs_a, d2), events)
-        sweep.append({"threshold": float(th), "miss_rate": 1 - h2 / n_kw, "false_accepts_per_hour": f2 / hours})
+    sweep = sweep_thresholds(times_a, probs_a, labels, events, hours, SWEEP_THRESHOLDS, smooth, refractory_ms)
     report = {
         "hit_rate": hits / n_kw, "false_accepts_per_hour": fa / hours, "false_accepts": fa,
         "false_accepts_by_kind": fa_kinds,
