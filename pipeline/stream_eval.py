@@ -99,7 +99,7 @@ def build_stream(paths_labels: list[tuple[str, str]], labels: list[str], bank: l
         audio[i:i + len(x)] += x * gain
         events.append(Event(label_of(lab[p], tuple(labels)), pos + ws, pos + we, use_kw, "/".join(Path(p).parts[-2:])))
         pos += rng.uniform(2.0, 3.5)
-    return np.clip(audio, -1, 1), events
+    return np.clip(audio, -1, 1, out=audio), events          # in place: a 6-hour stream is 1.4 GB
 
 
 FA_KINDS = ("wrong_word", "repeat", "non_keyword", "noise")
