@@ -35,14 +35,6 @@ from .runtime import sibling
 GRID = np.round(np.concatenate([np.arange(0.30, 0.80, 0.01), np.arange(0.80, 0.9951, 0.005)]), 3)
 
 
-def load_scores(npz: Path):
-    """A `kws stream-eval` scores.npz -> (times (windows,), probs (windows, classes), labels, events)."""
-    from .stream_eval import Event
-    z = np.load(npz)
-    events = [Event(str(lab), float(s), float(e), bool(k)) for (s, e, k), lab in zip(z["events"], z["event_labels"])]
-    return z["times"], z["probs"], [str(l) for l in z["labels"]], events
-
-
 def choose(sweep: list[dict], target_fa: float) -> dict | None:
     """The sweep row with the most hits among those at or under ``target_fa`` per hour (of equal hits,
     the highest threshold); None when no threshold gets there."""
@@ -87,7 +79,7 @@ def calibrate(model: Path, data: Path, target_fa: float = 0.5, minutes: float = 
     """Stream ``split`` of ``data`` through ``model``, choose the global threshold for ``target_fa``
     false accepts per hour, write it into the model's three graphs -> the calibration record."""
     from .config import REFRACTORY_MS, SMOOTH_WINDOWS
-    from .stream_eval import stream_eval, sweep_thresholds
+    from .stream_eval import stream_eval
     smooth, refractory_ms = SMOOTH_WINDOWS, REFRACTORY_MS          # what `kws stream` uses by default
     model = Path(model)
     for p in graphs(model):
@@ -95,9 +87,8 @@ def calibrate(model: Path, data: Path, target_fa: float = 0.5, minutes: float = 
             raise ModelError(f"{p}: not writable; calibrate writes the threshold into the model's graphs")
     out_dir = Path(out_dir) if out_dir else model.parent / f"calibrate-{Path(data).name}-{split}"
     report = stream_eval(model, data, minutes=minutes, out_dir=out_dir, smooth=smooth, refractory_ms=refractory_ms,
-                         seed=seed, noise_dirs=noise_dirs, split=split, log=log)
-    times, probs, labels, events = load_scores(out_dir / "scores.npz")
-    sweep = sweep_thresholds(times, probs, labels, events, report["hours"], GRID, smooth, refractory_ms)
+                         seed=seed, noise_dirs=noise_dirs, split=split, log=log, sweep_grid=GRID)
+    sweep = report["sweep"]                      # the stream's own replay, over calibration's finer grid
     best = choose(sweep, target_fa)
     if best is None:
         top = sweep[-1]

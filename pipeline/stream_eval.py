@@ -186,7 +186,8 @@ def sweep_thresholds(times: np.ndarray, probs: np.ndarray, labels: list[str], ev
 
 def stream_eval(model: Path, data: Path, minutes: float = 10.0, json_path: Path | None = None,
                 out_dir: Path | None = None, hop_ms: int = 100, threshold: float | None = None, smooth: int = SMOOTH_WINDOWS,
-                refractory_ms: int = REFRACTORY_MS, seed: int = 0, noise_dirs=(), split: str = "test", log=print) -> dict:
+                refractory_ms: int = REFRACTORY_MS, seed: int = 0, noise_dirs=(), split: str = "test", log=print,
+                sweep_grid=SWEEP_THRESHOLDS) -> dict:
     scorer = StreamingScorer(model, hop_ms=hop_ms, threads=1)
     labels = scorer.labels
     sr = scorer.sample_rate
@@ -231,7 +232,7 @@ def stream_eval(model: Path, data: Path, minutes: float = 10.0, json_path: Path 
     plays = Counter(e.source for e in events)
     n_kw = sum(e.keyword for e in events)
     times_a, probs_a = times[:n_win], probs[:n_win]
-    sweep = sweep_thresholds(times_a, probs_a, labels, events, hours, SWEEP_THRESHOLDS, smooth, refractory_ms)
+    sweep = sweep_thresholds(times_a, probs_a, labels, events, hours, sweep_grid, smooth, refractory_ms)
     report = {
         "hit_rate": hits / n_kw, "false_accepts_per_hour": fa / hours, "false_accepts": fa,
         "false_accepts_by_kind": fa_kinds,
