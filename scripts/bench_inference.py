@@ -93,6 +93,8 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--model", type=Path, default=None, help="an exported model.onnx to measure (default: export a fresh one)")
     ap.add_argument("--runs", type=int, default=300, help="timed runs per graph (default 300)")
+    ap.add_argument("--speech-embedding", action="store_true", help="also time the pretrained speech embedding "
+                    "(pipeline/speech_embedding.py, one thread) on the same window: what a head on it adds")
     a = ap.parse_args()
 
     from pipeline.runtime import sibling
@@ -118,6 +120,10 @@ def main() -> None:
     if int8_path.is_file():
         s_int8 = session(int8_path)
         res["int8_model_ms"] = median_ms(lambda: s_int8.run(None, {"waveform": wave}), a.runs)
+    if a.speech_embedding:
+        from pipeline.speech_embedding import SpeechEmbedding
+        emb = SpeechEmbedding(threads=1)
+        res["speech_embedding_ms"] = median_ms(lambda: emb(wave), a.runs)
     if naive is not None:
         s_naive = session(naive)
         res["naive_ms"] = median_ms(lambda: s_naive.run(None, {"waveform": wave}), a.runs)
