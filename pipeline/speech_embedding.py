@@ -8,7 +8,7 @@ MFCCs alone (README: "A pretrained speech embedding"); `scripts/embedding_head.p
 The two graphs (log-mel front-end and embedding) are those openWakeWord ships in its 0.5.1 wheel
 (the last release with them inside; the embedding is Google's, Apache-2.0). No other registry
 package carries them, so :func:`fetch_models` takes them from that wheel with pip (package
-registry only, no other network) into ``~/.cache/kws/speech_embedding``, checks their SHA-256
+registry only, no other network) into ``~/.cache/kws/speech_embedding`` (``$KWS_CACHE/speech_embedding`` where that is set), checks their SHA-256
 and keeps them; openWakeWord itself is not installed (its Linux wheel needs tflite-runtime).
 
 The log-mel graph floors its output at 80 dB below the loudest bin (librosa's ``top_db``), and
@@ -19,7 +19,7 @@ openWakeWord runs it. It remains a per-clip scaling: these features are not stre
     emb = SpeechEmbedding()                 # fetches the graphs on first use
     emb(wave)                               # (batch, samples) float32 at 16 kHz -> (batch, windows, 96)
 
-Torch-free: numpy and onnxruntime only.
+Torch-free: numpy, onnx (to patch the graph) and onnxruntime.
 """
 from __future__ import annotations
 
@@ -41,7 +41,6 @@ FILES = {   # name in the wheel's openwakeword/resources/models/ -> SHA-256
     "melspectrogram.onnx": "ba2b0e0f8b7b875369a2c89cb13360ff53bac436f2895cced9f479fa65eb176f",
     "embedding_model.onnx": "70d164290c1d095d1d4ee149bc5e00543250a7316b59f31d056cff7bd3075c1f",
 }
-SAMPLE_RATE = 16000
 WINDOW_FRAMES, WINDOW_STEP, N_MELS, DIM = 76, 8, 32, 96
 PAD_SAMPLES = 3200    # 0.2 s of quiet floor on each side of a clip, so its edges fall inside windows
 
@@ -130,6 +129,9 @@ class SpeechEmbedding:
             raise ValueError(f"expected (batch, samples) audio, got shape {wave.shape}")
         spec = self.log_mel(wave)
         b, frames = spec.shape[:2]
+        if frames < WINDOW_FRAMES:
+            raise ValueError(f"clips of {wave.shape[1]} samples are too short: the embedding needs "
+                             f"{WINDOW_FRAMES} frames, at least {(WINDOW_FRAMES - 1) * 160 + 512 - 2 * PAD_SAMPLES} samples")
         starts = range(0, frames - WINDOW_FRAMES + 1, WINDOW_STEP)
         win = np.stack([spec[:, s:s + WINDOW_FRAMES] for s in starts], axis=1)    # (b, w, 76, 32)
         w = win.shape[1]

@@ -58,6 +58,9 @@ def test_embedding_shapes_batching_and_determinism(emb):
     assert emb(np.zeros((1, 8000), np.float32)).shape == (1, 2, DIM)     # shorter clips, fewer windows
     with pytest.raises(ValueError, match="batch, samples"):
         emb(np.zeros(16000, np.float32))
+    assert emb(np.zeros((1, 6112), np.float32)).shape == (1, 1, DIM)     # the shortest clip: one window
+    with pytest.raises(ValueError, match="6111 samples are too short.*at least 6112"):
+        emb(np.zeros((1, 6111), np.float32))
 
 
 def _script(*args):
