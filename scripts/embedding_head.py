@@ -142,10 +142,10 @@ def main() -> None:
 def run(a: argparse.Namespace) -> None:
     t0 = time.time()
     feats, tc = FeatureConfig(), TrainConfig(seed=a.seed)
+    models = [OnnxModel(m) for m in a.bilstm]             # a missing model fails before any decoding
     data = prepare(a.data, feats, tc, a.cache_dir, jobs=2)
     labels = list(data.labels)
     unk = labels.index(UNKNOWN)
-    models = [OnnxModel(m) for m in a.bilstm]
     for m, path in zip(models, a.bilstm):
         if list(m.labels) != labels:
             raise KwsError(f"--bilstm {path}: its words differ from the data's")
