@@ -94,6 +94,11 @@ def train_head(x: np.ndarray, y: np.ndarray, n_classes: int, epochs: int, seed: 
     return head.eval()
 
 
+def batched(fn, x: np.ndarray, n: int = 256) -> np.ndarray:
+    """``fn`` over ``x`` in batches of ``n`` along the first axis, concatenated."""
+    return np.concatenate([fn(x[i:i + n]) for i in range(0, len(x), n)])
+
+
 @torch.no_grad()
 def probs(head: EmbeddingHead, x: np.ndarray) -> np.ndarray:
     return torch.cat([head(torch.from_numpy(x[i:i + 1024])).exp() for i in range(0, len(x), 1024)]).numpy()
@@ -168,10 +173,10 @@ def run(a: argparse.Namespace) -> None:
             print(f"{a.shared / name}: not found, skipped")
             continue
         wave, y = real_set(a.shared / name, labels)
-        ph = probs(head, np.concatenate([emb(wave[i:i + 256]) for i in range(0, len(wave), 256)]))
+        ph = probs(head, batched(emb, wave))
         report[name] = {"head": scores(ph, y, unk)}
         for m, path in zip(models, a.bilstm):
-            pm = np.concatenate([m.scores(wave[i:i + 256]) for i in range(0, len(wave), 256)])
+            pm = batched(m.scores, wave)
             report[name][str(path)] = scores(pm, y, unk)
             report[name][f"{path} + head"] = scores((pm + ph) / 2, y, unk)
     report["total_s"] = round(time.time() - t0, 1)
