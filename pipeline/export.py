@@ -28,20 +28,25 @@ import numpy as np
 import onnx
 import torch
 
-from .config import RunConfig
+from .config import HeadConfig, RunConfig
+from .embedding_head import HeadFrontend, WithHead, head_path, load_head
 from .ensemble import load_ensemble, mean_thresholds
 from .errors import ConfigError, ModelError
 from .features import MFCC
 from .model import FramesClassifier, WaveformClassifier
+from .speech_embedding import N_MELS
 
 PRODUCER = "kws-pipeline"
 
 
-def metadata(cfg: RunConfig, kind: str, thresholds: dict[str, float], members: list[dict] | None = None) -> dict[str, str]:
+def metadata(cfg: RunConfig, kind: str, thresholds: dict[str, float], members: list[dict] | None = None,
+             head: HeadConfig | None = None) -> dict[str, str]:
     meta = {"labels": json.dumps(list(cfg.labels)), "sample_rate": str(cfg.features.sample_rate),
             "config": cfg.to_json(), "kind": kind, "thresholds": json.dumps(thresholds)}
     if members and len(members) > 1:
         meta["ensemble"] = json.dumps(members)
+    if head is not None:
+        meta["embedding_head"] = head.to_json()
     return meta
 
 
@@ -124,9 +129,11 @@ def load_thresholds(run: Path) -> dict[str, float]:
 
 
 def export_run(run: Path | list[Path], out: Path | None = None, int8: bool = False,
-               check_clips: np.ndarray | None = None, log=print) -> dict[str, Path]:
+               check_clips: np.ndarray | None = None, log=print, head: bool = True) -> dict[str, Path]:
     """Export ``run`` (a run folder or .pt, or a list of them: an ensemble) -> {name: path}.
-    Checks onnxruntime against PyTorch."""
+    With ``head`` and a ``head.pt`` beside the first run's checkpoint (`kws train-head`), the graphs
+    average the embedding head's probabilities with the BiLSTM's; their frames are then MFCC and
+    embedding log-mel side by side (n_mfcc + 32 per frame). Checks onnxruntime against PyTorch."""
     import onnxruntime as ort
 
     runs = [Path(r) for r in run] if isinstance(run, (list, tuple)) else [Path(run)]
@@ -143,15 +150,27 @@ def export_run(run: Path | list[Path], out: Path | None = None, int8: bool = Fal
     stem = out.with_suffix("")
     paths = {"model": out, "frames": Path(f"{stem}.frames.onnx"), "frontend": Path(f"{stem}.frontend.onnx")}
     f = cfg.features
+    hcfg, logmel, width = None, None, f.n_mfcc
+    if head and head_path(runs[0]).is_file():
+        hcfg, emb_head, logmel = load_head(head_path(runs[0]), cfg.labels, f)
+        clf, width = WithHead(clf, emb_head, f.n_mfcc).eval(), f.n_mfcc + N_MELS
+        thresholds = emb_head.thresholds or thresholds
+        log(f"with the embedding head {head_path(runs[0])} (`--no-head` leaves it out)")
+
+    def frontend(use_dft: bool) -> torch.nn.Module:
+        mfcc = MFCC(f, use_dft=use_dft)
+        return mfcc if logmel is None else HeadFrontend(mfcc, logmel)
+
+    meta = lambda kind: metadata(cfg, kind, thresholds, members, hcfg)
     wave_model = WaveformClassifier(f, clf, use_dft=True).eval()
+    wave_model.frontend = frontend(True)
     wave = torch.zeros(2, f.clip_samples)
-    _export(wave_model, wave, paths["model"], "waveform", "probs", {0: ("batch", 1)}, metadata(cfg, "waveform", thresholds, members))
-    feats = torch.zeros(2, f.n_frames, f.n_mfcc)
+    _export(wave_model, wave, paths["model"], "waveform", "probs", {0: ("batch", 1)}, meta("waveform"))
+    feats = torch.zeros(2, f.n_frames, width)
     # frames: the model's window (n_frames); the exported LSTM has a fixed number of steps anyway
-    _export(FramesClassifier(clf), feats, paths["frames"], "frames", "probs", {0: ("batch", 1)},
-            metadata(cfg, "frames", thresholds, members))
-    _export(MFCC(f, use_dft=True), torch.zeros(1, f.clip_samples), paths["frontend"], "waveform", "frames",
-            {1: ("samples", f.n_fft)}, metadata(cfg, "frontend", thresholds, members))
+    _export(FramesClassifier(clf), feats, paths["frames"], "frames", "probs", {0: ("batch", 1)}, meta("frames"))
+    _export(frontend(True), torch.zeros(1, f.clip_samples), paths["frontend"], "waveform", "frames",
+            {1: ("samples", f.n_fft)}, meta("frontend"))
     if int8:
         paths["model_int8"] = Path(f"{stem}.int8.onnx")
         paths["frames_int8"] = Path(f"{stem}.frames.int8.onnx")
@@ -163,7 +182,9 @@ def export_run(run: Path | list[Path], out: Path | None = None, int8: bool = Fal
     sess = ort.InferenceSession(str(paths["model"]), providers=["CPUExecutionProvider"])
     got = sess.run(None, {"waveform": x})[0]
     with torch.no_grad():
-        ref = WaveformClassifier(f, clf, use_dft=False)(torch.from_numpy(x)).numpy()
+        ref_model = WaveformClassifier(f, clf, use_dft=False).eval()
+        ref_model.frontend = frontend(False)
+        ref = ref_model(torch.from_numpy(x)).numpy()
     err = float(np.abs(got - ref).max())
     what = f"{len(runs)} runs averaged, " if len(runs) > 1 else ""
     log(f"exported {paths['model']} ({what}{paths['model'].stat().st_size / 1e6:.2f} MB); onnxruntime vs PyTorch "

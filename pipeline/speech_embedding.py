@@ -4,6 +4,8 @@ A small convolutional network trained by Google on a large body of real speech: 
 (775 ms, 32 bands) -> one 96-dim vector, every 8 frames (80 ms). A classifier on these vectors,
 trained on synthetic voices only, carries over to real speakers far better than one trained on
 MFCCs alone (README: "A pretrained speech embedding"); `scripts/embedding_head.py` measures it.
+The product runs the same network in PyTorch inside the exported model (pipeline/embedding_net.py,
+`kws train-head`); this module fetches the graphs for it.
 
 The two graphs (log-mel front-end and embedding) are those openWakeWord ships in its 0.5.1 wheel
 (the last release with them inside; the embedding is Google's, Apache-2.0). No other registry

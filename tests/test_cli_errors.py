@@ -16,7 +16,7 @@ def assert_user_error(p, *needles):
 
 
 def test_help_on_every_command():
-    for cmd in ["synth", "fetch", "train", "export", "predict", "evaluate", "demo", "stream", "devices", "record", "stream-eval", "calibrate"]:
+    for cmd in ["synth", "fetch", "train", "export", "predict", "evaluate", "demo", "stream", "devices", "record", "stream-eval", "calibrate", "train-head"]:
         p = kws(cmd, "--help")
         assert "--help" in p.stdout or "-h" in p.stdout
     assert "COMMAND" in kws("--help").stdout

@@ -1,0 +1,155 @@
+"""The speech embedding in torch (pipeline/embedding_net.py) against its ONNX graphs, and the embedding
+head (`kws train-head`, `kws export`) through the real command line, stream included."""
+from __future__ import annotations
+
+import json
+import shutil
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+import pytest
+import torch
+
+from conftest import WORDS, kws
+from pipeline.embedding_net import TAPS_FROM, load_pretrained, window_starts
+from pipeline.runtime import OnnxModel, sibling
+from pipeline.speech_embedding import fetch_models
+from pipeline.stream import StreamingScorer
+
+
+@pytest.fixture(scope="module")
+def pretrained():
+    return load_pretrained()
+
+
+def test_torch_embedding_equals_onnx(pretrained):
+    logmel, net = pretrained
+    d = fetch_models()
+    rng = np.random.default_rng(0)
+    # log-mel: loud noise (the upstream top-dB floor never binds), upstream frames start 56 samples later
+    x = (0.1 * rng.standard_normal((3, 16000))).astype(np.float32)
+    ref = ort.InferenceSession(str(d / "melspectrogram.onnx")).run(None, {"input": x * 32767.0})[0][:, 0] / 10 + 2
+    with torch.no_grad():
+        got = logmel(torch.from_numpy(x[:, TAPS_FROM:])).numpy()
+    assert got.shape == (3, 98, 32) and ref.shape == (3, 97, 32)
+    assert np.abs(got[:, :97] - ref).max() < 1e-4
+    w = rng.standard_normal((5, 76, 32)).astype(np.float32)
+    ref = ort.InferenceSession(str(d / "embedding_model.onnx")).run(None, {"input_1": w[..., None]})[0].reshape(5, 96)
+    with torch.no_grad():
+        got = net(torch.from_numpy(w)).numpy()
+    assert np.abs(got - ref).max() < 1e-4 * np.abs(ref).max()
+    assert all(not p.requires_grad for p in net.parameters())
+
+
+def test_head_config_round_trip_and_checks():
+    from pipeline.config import FeatureConfig, HeadConfig
+    from pipeline.embedding_head import check_features
+    from pipeline.errors import ConfigError
+    cfg = HeadConfig(windows=3, stride=10, context=1, seed=4)
+    assert HeadConfig.from_dict(json.loads(cfg.to_json())) == cfg
+    for bad in ({"context": 6}, {"stride": 0}, {"copies": 0}, {"dropout": 1.0}):
+        with pytest.raises(ConfigError):
+            HeadConfig(**bad)
+    with pytest.raises(ConfigError, match="unknown HeadConfig keys"):
+        HeadConfig.from_dict({"windowz": 3})
+    check_features(FeatureConfig(), HeadConfig())
+    with pytest.raises(ConfigError, match="n_fft 400"):
+        check_features(FeatureConfig(n_fft=512), HeadConfig())
+    with pytest.raises(ConfigError, match="need 96 frames"):
+        check_features(FeatureConfig(clip_samples=12000), HeadConfig())
+
+
+def test_window_starts():
+    assert window_starts(98, 5, 5) == [2, 7, 12, 17, 22]
+    assert window_starts(76, 1, 5) == [0]
+    with pytest.raises(ValueError):
+        window_starts(97, 5, 6)
+
+
+@pytest.fixture(scope="module")
+def head_run(tiny_run, tiny_data, tmp_path_factory):
+    """A copy of the tiny run with a head trained on the tiny data, exported (FP32 and INT8)."""
+    run = tmp_path_factory.mktemp("headrun") / "run"
+    shutil.copytree(tiny_run, run, ignore=shutil.ignore_patterns("*.onnx", "eval-*"))
+    p = kws("train-head", run, "--data", tiny_data, "--copies", "2", "--epochs", "12",
+            "--cache-dir", tmp_path_factory.mktemp("cache"), "--jobs", "2")
+    assert "validation accuracy: head" in p.stdout and (run / "head.pt").is_file()
+    p = kws("export", run, "--int8")
+    assert "with the embedding head" in p.stdout
+    return run
+
+
+def test_head_export_metadata_and_accuracy(head_run, tiny_data):
+    m = OnnxModel(head_run / "model.onnx")
+    meta = m.session.get_modelmeta().custom_metadata_map
+    assert json.loads(meta["embedding_head"])["windows"] == 5
+    frames = OnnxModel(sibling(head_run / "model.onnx", "frames"))
+    assert frames.session.get_inputs()[0].shape[2] == m.config.features.n_mfcc + 32
+    metrics = json.loads((head_run / "head_metrics.json").read_text())
+    assert metrics["val_acc_head"] > 0.6 and len(metrics["loss"]) == 12     # 5 labels: chance 0.2
+    for model in ("model.onnx", "model.int8.onnx"):
+        p = kws("evaluate", "--model", head_run / model, "--data", tiny_data, "--json", head_run / "ev.json")
+        assert json.loads((head_run / "ev.json").read_text())["accuracy"] > 0.6, p.stdout
+
+
+def test_head_streaming_equals_offline(head_run, real_clips):
+    from pipeline.audio import read_audio
+    rng = np.random.default_rng(2)
+    x = np.concatenate([read_audio(p, 16000) for p in real_clips[:2]] + [0.003 * rng.standard_normal(4000)]).astype(np.float32)
+    scorer = StreamingScorer(head_run / "model.onnx", hop_ms=100)
+    results = []
+    for i in range(0, len(x), 1234):
+        results += scorer.push(x[i:i + 1234])
+    starts = [scorer.window_start_sample(t) for t, _ in results]
+    ref = OnnxModel(head_run / "model.onnx").scores(np.stack([x[s:s + 16000] for s in starts]))
+    assert len(results) >= 5 and np.abs(np.stack([p for _, p in results]) - ref).max() < 1e-5
+
+
+def test_head_model_streams_without_torch(head_run, real_clips):
+    import subprocess
+    import sys
+    from conftest import REPO
+    from test_export_runtime import BLOCK_TORCH
+    p = subprocess.run([sys.executable, "-c", BLOCK_TORCH, "stream", "--model", str(head_run / "model.onnx"),
+                        "--wav", str(real_clips[0]), "--json"], cwd=REPO, capture_output=True, text=True)
+    assert p.returncode == 0, p.stderr
+
+
+def test_train_with_head_flag(tiny_data, tmp_path):
+    run = tmp_path / "run"
+    p = kws("train", "--data", tiny_data, "--out", run, "--epochs", "1", "--hidden", "16", "--layers", "1",
+            "--cache-dir", tmp_path / "cache", "--device", "cpu", "--jobs", "2", "--head")
+    assert "training the embedding head" in p.stdout and (run / "head.pt").is_file()
+    thresholds = torch.load(run / "head.pt", weights_only=True)["thresholds"]
+    assert thresholds and min(thresholds.values()) >= 0.7            # the head's floor (head_train.py)
+    p = kws("train", "--data", tiny_data, "--out", run, "--epochs", "1", "--hidden", "16", "--layers", "1",
+            "--cache-dir", tmp_path / "cache", "--device", "cpu", "--jobs", "2")
+    assert "head.pt is from an earlier `kws train-head`" in p.stdout
+
+
+def test_export_without_head(head_run, tmp_path):
+    p = kws("export", head_run, "--no-head", "--out", tmp_path / "plain.onnx")
+    assert "embedding head" not in p.stdout
+    m = OnnxModel(tmp_path / "plain.onnx")
+    assert "embedding_head" not in m.session.get_modelmeta().custom_metadata_map
+    assert OnnxModel(tmp_path / "plain.frames.onnx").session.get_inputs()[0].shape[2] == m.config.features.n_mfcc
+
+
+def test_head_bad_inputs(head_run, tiny_data, tmp_path):
+    p = kws("train-head", tmp_path / "nothing", "--data", tiny_data, check=False)
+    assert p.returncode == 2 and p.stderr.count("\n") == 1 and "no such checkpoint" in p.stderr
+    # a head trained for other words than the run's
+    other = tmp_path / "other"
+    shutil.copytree(head_run, other, ignore=shutil.ignore_patterns("*.onnx"))
+    ck = torch.load(other / "head.pt", weights_only=True)
+    ck["labels"] = list(reversed(ck["labels"]))
+    torch.save(ck, other / "head.pt")
+    p = kws("export", other, check=False)
+    assert p.returncode == 2 and p.stderr.count("\n") == 1 and "trained for other words" in p.stderr
+    (other / "head.pt").write_bytes(b"not a checkpoint")
+    p = kws("export", other, check=False)
+    assert p.returncode == 2 and "not an embedding head" in p.stderr
+    p = kws("train-head", head_run, "--data", tiny_data, "--copies", "0", check=False)
+    assert p.returncode == 2 and "--copies" in p.stderr
+    assert set(WORDS) <= set(OnnxModel(head_run / "model.onnx").labels)
