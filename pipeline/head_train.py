@@ -7,7 +7,8 @@ which `kws export RUN` then puts into the exported graphs beside the BiLSTM.
 
 The embedding is frozen and computed once per copy (the slow part: about 1 ms per window on a
 2-core CPU); the MLP then trains in seconds per epoch. Validation accuracy of the head alone and
-averaged with the BiLSTM is printed and saved in ``RUN/head_metrics.json``. ``head.pt`` is written
+averaged with the BiLSTM is printed and saved in ``RUN/head_metrics.json``, the loss per epoch
+drawn in ``RUN/head_curves.png``. ``head.pt`` is written
 atomically, so a killed run leaves the previous head as it was.
 """
 from __future__ import annotations
@@ -32,6 +33,7 @@ from .embedding_head import EmbeddingHead, check_features, head_path
 from .embedding_net import EmbeddingLogMel, load_pretrained
 from .speech_embedding import DIM, N_MELS, WINDOW_FRAMES, fetch_models
 from .features import MFCC
+from .plots import plot_loss
 
 
 #: Lowest per-word streaming threshold of a model with the head. Averaged with the head's, the
@@ -158,6 +160,7 @@ def train_head(run: Path, roots: list[Path], cfg: HeadConfig, cache_dir: Path, j
     out = head_path(run)
     save_head(out, head, logmel, run_cfg, {"metrics": metrics, "thresholds": thresholds})
     (out.parent / "head_metrics.json").write_text(json.dumps(metrics, indent=1))
+    plot_loss(losses, out.parent / "head_curves.png", f"embedding head: {cfg.copies} copies of {len(tr)} clips")
     if "val_acc_head" in metrics:
         log(f"validation accuracy: head {metrics['val_acc_head']:.4f}, BiLSTM {metrics['val_acc_bilstm']:.4f}, "
             f"both {metrics['val_acc_both']:.4f}")

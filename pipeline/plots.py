@@ -63,3 +63,15 @@ def plot_det(fa_per_hour: list[float], miss: list[float], path: Path, title: str
     fig.tight_layout()
     fig.savefig(path, dpi=100)
     plt.close(fig)
+
+
+def plot_loss(losses: list[float], path: Path, title: str = "") -> None:
+    """Training loss per epoch (`kws train-head`: the head's loss over the embedded copies)."""
+    plt = _plt()
+    fig, ax = plt.subplots(figsize=(6, 4))
+    ax.plot(range(1, len(losses) + 1), losses)
+    ax.set_xlabel("epoch"), ax.set_ylabel("loss"), ax.grid(alpha=0.3)
+    ax.set_title(title)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)

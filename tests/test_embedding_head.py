@@ -75,6 +75,7 @@ def head_run(tiny_run, tiny_data, tmp_path_factory):
     p = kws("train-head", run, "--data", tiny_data, "--copies", "2", "--epochs", "12",
             "--cache-dir", tmp_path_factory.mktemp("cache"), "--jobs", "2")
     assert "validation accuracy: head" in p.stdout and (run / "head.pt").is_file()
+    assert (run / "head_curves.png").stat().st_size > 1000
     p = kws("export", run, "--int8")
     assert "with the embedding head" in p.stdout
     return run
