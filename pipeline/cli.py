@@ -355,7 +355,7 @@ def build_parser() -> argparse.ArgumentParser:
     synth_flags(d, "--data")
     d.add_argument("--run", type=Path, default=DEFAULT_RUN, help=f"run folder (default {DEFAULT_RUN})")
     d.add_argument("--no-head", action="store_true", help="export the BiLSTM alone, without the embedding head "
-                   "(`kws train-head`; saves ~6 min on 2 cores; measured: FSDD's real speakers 71%% instead of 87%%)")
+                   "(`kws train-head`; saves ~4 min on 2 cores; measured: FSDD's real speakers 71%% instead of 87%%)")
     train_flags(d)
 
     from .stream_cli import add_stream_commands
