@@ -28,7 +28,7 @@ import torch
 from torch import nn
 
 from .errors import ModelError
-from .speech_embedding import DIM, N_MELS, WINDOW_FRAMES, fetch_models
+from .speech_embedding import N_MELS, WINDOW_FRAMES, fetch_models
 
 N_FFT, HOP, TAPS_FROM = 400, 160, 56     # 400 window taps, at offset 56 of the upstream 512-sample kernel
 
@@ -155,4 +155,4 @@ def window_starts(frames: int, windows: int, stride: int) -> list[int]:
     return [first + stride * i for i in range(windows)]
 
 
-__all__ = ["EmbeddingLogMel", "EmbeddingNet", "load_pretrained", "window_starts", "DIM"]
+__all__ = ["EmbeddingLogMel", "EmbeddingNet", "load_pretrained", "window_starts"]
