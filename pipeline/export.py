@@ -162,8 +162,7 @@ def export_run(run: Path | list[Path], out: Path | None = None, int8: bool = Fal
         return mfcc if logmel is None else HeadFrontend(mfcc, logmel)
 
     meta = lambda kind: metadata(cfg, kind, thresholds, members, hcfg)
-    wave_model = WaveformClassifier(f, clf, use_dft=True).eval()
-    wave_model.frontend = frontend(True)
+    wave_model = WaveformClassifier(f, clf, frontend=frontend(True)).eval()
     wave = torch.zeros(2, f.clip_samples)
     _export(wave_model, wave, paths["model"], "waveform", "probs", {0: ("batch", 1)}, meta("waveform"))
     feats = torch.zeros(2, f.n_frames, width)
@@ -182,9 +181,7 @@ def export_run(run: Path | list[Path], out: Path | None = None, int8: bool = Fal
     sess = ort.InferenceSession(str(paths["model"]), providers=["CPUExecutionProvider"])
     got = sess.run(None, {"waveform": x})[0]
     with torch.no_grad():
-        ref_model = WaveformClassifier(f, clf, use_dft=False).eval()
-        ref_model.frontend = frontend(False)
-        ref = ref_model(torch.from_numpy(x)).numpy()
+        ref = WaveformClassifier(f, clf, frontend=frontend(False)).eval()(torch.from_numpy(x)).numpy()
     err = float(np.abs(got - ref).max())
     what = f"{len(runs)} runs averaged, " if len(runs) > 1 else ""
     log(f"exported {paths['model']} ({what}{paths['model'].stat().st_size / 1e6:.2f} MB); onnxruntime vs PyTorch "

@@ -118,11 +118,13 @@ class BiLSTMClassifier(nn.Module):
 
 
 class WaveformClassifier(nn.Module):
-    """(batch, samples) -> (batch, n_classes) probabilities; MFCC via the in-graph DFT."""
+    """(batch, samples) -> (batch, n_classes) probabilities; MFCC via the in-graph DFT, or the given
+    ``frontend`` (the embedding head's MFCC + log-mel, pipeline/embedding_head.py)."""
 
-    def __init__(self, features: FeatureConfig, classifier: BiLSTMClassifier, use_dft: bool = True):
+    def __init__(self, features: FeatureConfig, classifier: nn.Module, use_dft: bool = True,
+                 frontend: nn.Module | None = None):
         super().__init__()
-        self.frontend = MFCC(features, use_dft=use_dft)
+        self.frontend = frontend if frontend is not None else MFCC(features, use_dft=use_dft)
         self.classifier = classifier
 
     def forward(self, wave: torch.Tensor) -> torch.Tensor:
