@@ -3,7 +3,7 @@ which `kws export RUN` then puts into the exported graphs beside the BiLSTM.
 
     clips (train split, the run's words) -> clean + (copies - 1) augmented (the training's own
     augmentation) -> embedding log-mel (batch, 98, 32) -> the head's windows (5 by default) -> embedding (onnxruntime)
-    -> (clips * copies, 3, 96) vectors -> MLP, ``epochs`` of AdamW, one-cycle schedule
+    -> (clips * copies, windows, 96) vectors -> MLP, ``epochs`` of AdamW, one-cycle schedule
 
 The embedding is frozen and computed once per copy (the slow part: about 1 ms per window on a
 2-core CPU); the MLP then trains in seconds per epoch. Validation accuracy of the head alone and
