@@ -45,12 +45,14 @@ def choose(sweep: list[dict], target_fa: float) -> dict | None:
 
 
 def graphs(model: Path) -> list[Path]:
-    """The graphs whose metadata carries the thresholds: the model, its .frames graph and its
-    .frontend graph (not the float front-end that an INT8 model shares with the float model)."""
+    """The graphs whose metadata carries the thresholds: the model, its .frames graph, its .cached
+    graph where it has one (the embedding head) and its .frontend and .embed graphs (not the float
+    ones that an INT8 model shares with the float model)."""
     paths = [model, sibling(model, "frames")]
     if not model.name.endswith(".int8.onnx"):
         paths.append(sibling(model, "frontend"))
-    return paths
+    kinds = ("cached",) if model.name.endswith(".int8.onnx") else ("cached", "embed")
+    return paths + [sibling(model, k) for k in kinds if sibling(model, k).is_file()]
 
 
 def write_threshold(model: Path, threshold: float, calibration: dict) -> list[Path]:

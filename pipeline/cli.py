@@ -12,14 +12,17 @@ import os
 import sys
 from pathlib import Path
 
-from .cli_types import (conv_channels_arg, f_min_arg, fraction, frame_stack_arg, jobs_default, n_mfcc_arg, nonneg_int, positive_float,
-                        positive_int, word_list)
+from .cli_types import (conv_channels_arg, f_min_arg, fraction, frame_stack_arg, jobs_default, n_mfcc_arg, nonneg_float,
+                        nonneg_int, positive_float, positive_int, word_list)
 from .config import (DEFAULT_ENGINES, DEFAULT_WORDS, AugmentConfig, FeatureConfig, HeadConfig, ModelConfig, TrainConfig,
                      apply_overrides)
 from .errors import ConfigError, KwsError
 
 DEFAULT_DATA = Path("data/synth")
 DEFAULT_RUN = Path("runs/default")
+# minutes `kws demo` keeps for what follows the BiLSTM's training: [export + evaluation, with the head
+# too], as measured on a 2-core CPU without bf16 (README, Results: the main job)
+DEMO_AFTER_TRAINING_MIN = (2.0, 6.0)
 
 
 # ---------------------------------------------------------------- commands
@@ -108,7 +111,7 @@ def cmd_train(a: argparse.Namespace) -> None:
         print(f"fine-tuning from {a.init} ({len(cfg.labels)} labels, lr {cfg.train.lr:g})")
     repeats = clip_repeats(data.splits["train"].files, a.data, cfg.train.data_repeats)
     result = train(cfg, data, a.out, device, resume=a.resume, precision=a.precision,
-                   init_weights=init["model"] if init else None, repeats=repeats)
+                   init_weights=init["model"] if init else None, repeats=repeats, minutes=a.minutes)
     if rank == 0:
         print(f"best validation accuracy {result.best_val_acc:.4f}; test {result.test_acc:.4f}; "
               f"{result.seconds / 60:.1f} min; wrote {a.out}/best.pt, last.pt, metrics.jsonl, curves.png")
@@ -169,9 +172,12 @@ def cmd_demo(a: argparse.Namespace) -> None:
     cmd_synth(a)
     t_synth = time.time() - t0
     # `kws train` with its own defaults for every flag the demo does not set
-    cmd_train(build_parser().parse_args([
-        "train", "--data", str(a.data), "--out", str(run), "--epochs", str(a.epochs), "--seed", str(a.seed),
-        "--device", a.device, "--precision", a.precision, "--jobs", str(a.jobs), "--cache-dir", str(a.cache_dir)]))
+    args = ["train", "--data", str(a.data), "--out", str(run), "--epochs", str(a.epochs), "--seed", str(a.seed),
+            "--device", a.device, "--precision", a.precision, "--jobs", str(a.jobs), "--cache-dir", str(a.cache_dir)]
+    if a.minutes:           # what is left of the budget after synthesis and before the head, export, evaluation
+        left = a.minutes - t_synth / 60 - DEMO_AFTER_TRAINING_MIN[not a.no_head]
+        args += ["--minutes", f"{max(left, 0.1):.2f}"]
+    cmd_train(build_parser().parse_args(args))
     from .evaluate import evaluate
     from .export import export_run
     if not a.no_head:
@@ -294,6 +300,9 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--set", action="append", default=None, metavar="SECTION.FIELD=VALUE", help="set any other "
                    "config value, e.g. train.unknown_fraction=0.07 or train.augment.vtlp=0.8,1.25 (repeatable; "
                    "fields: pipeline/config.py; saved with the model like every setting)")
+    t.add_argument("--minutes", type=positive_float, default=None, help="time budget: after the first epoch, "
+                   "lower --epochs to as many as fit in this many minutes (at least 20), the learning-rate decay laid "
+                   "over them; the checkpoint records the number run (default: no budget)")
     t.add_argument("--resume", action="store_true", help="continue the run in --out from its last.pt")
     t.add_argument("--init", type=Path, default=None, help="fine-tune: start from this run folder (its best.pt) "
                    "or .pt checkpoint, keeping its words, features, model and normalisation; the data must "
@@ -322,7 +331,7 @@ def build_parser() -> argparse.ArgumentParser:
                    "`kws train` (its training split; validation split for the printed accuracy)")
     h.add_argument("--copies", type=positive_int, default=HeadConfig.copies, help="embedded copies of each training "
                    f"clip: the clean one and copies-1 augmented ones (default {HeadConfig.copies}; each copy of "
-                   "7,700 clips takes ~40 s on 2 cores)")
+                   "7,700 clips takes 40-70 s on 2 cores)")
     h.add_argument("--epochs", type=positive_int, default=HeadConfig.epochs, help=f"epochs of the head's training "
                    f"(default {HeadConfig.epochs})")
     h.add_argument("--windows", type=positive_int, default=HeadConfig.windows, help="embedding windows (76 frames, "
@@ -354,6 +363,10 @@ def build_parser() -> argparse.ArgumentParser:
     d = add("demo", cmd_demo, "The main job: synthesise the default data, train, export, evaluate.")
     synth_flags(d, "--data")
     d.add_argument("--run", type=Path, default=DEFAULT_RUN, help=f"run folder (default {DEFAULT_RUN})")
+    d.add_argument("--minutes", type=nonneg_float, default=15, help="time budget of the whole demo: after "
+                   "synthesis, the BiLSTM gets what is left but the minutes the head, export and evaluation take, "
+                   "and lowers --epochs to fit (kws train --minutes; at least 20). 0: no budget, all --epochs "
+                   "(default 15)")
     d.add_argument("--no-head", action="store_true", help="export the BiLSTM alone, without the embedding head "
                    "(`kws train-head`; saves ~4 min on 2 cores; measured: FSDD's real speakers 71%% instead of 87%%)")
     train_flags(d)

@@ -14,6 +14,8 @@ on a large body of real speech. Averaged with the BiLSTM it does better than eit
     BiLSTM alone.
 ``WithHead``: (batch, frames, n_mfcc + 32) -> (batch, classes): log of the mean of the BiLSTM's
     (or ensemble's) and the head's probabilities, in place of the classifier in the exported graphs.
+``CachedHead``: (batch, frames, n_mfcc) and (batch, windows, 96) -> (batch, classes) probabilities:
+    the same with the embedding vectors computed outside, by the stream's vector cache.
 """
 from __future__ import annotations
 
@@ -24,11 +26,11 @@ import torch
 from torch import nn
 
 from .config import FeatureConfig, HeadConfig
-from .embedding_net import N_FFT, HOP, EmbeddingLogMel, EmbeddingNet, window_starts
+from .embedding_net import N_FFT, HOP, EmbeddingLogMel, EmbeddingNet
 from .errors import CheckpointError, ConfigError
 from .features import MFCC
 from .model import log_mean_probs
-from .speech_embedding import DIM, N_MELS, WINDOW_FRAMES
+from .speech_embedding import DIM, N_MELS, WINDOW_FRAMES, window_starts
 
 
 def check_features(f: FeatureConfig, cfg: HeadConfig) -> None:
@@ -105,6 +107,20 @@ class WithHead(nn.Module):
     def forward(self, feats: torch.Tensor) -> torch.Tensor:
         lstm = self.classifier(feats[..., :self.n_mfcc])
         return log_mean_probs(torch.stack([lstm.float(), self.head(feats[..., self.n_mfcc:])]))
+
+
+class CachedHead(nn.Module):
+    """(batch, frames, n_mfcc) MFCC frames, (batch, windows, 96) embedding vectors -> (batch, classes)
+    probabilities: ``WithHead`` with the embedding (``EmbeddingHead.vectors``) run outside, so that a
+    stream embeds each window once and keeps the vectors for the next hops (model.cached.onnx)."""
+
+    def __init__(self, with_head: WithHead):
+        super().__init__()
+        self.classifier, self.mlp = with_head.classifier, with_head.head.mlp
+
+    def forward(self, frames: torch.Tensor, vectors: torch.Tensor) -> torch.Tensor:
+        lstm = self.classifier(frames)
+        return torch.softmax(log_mean_probs(torch.stack([lstm.float(), self.mlp(vectors)])), dim=-1)
 
 
 def head_path(run: Path) -> Path:

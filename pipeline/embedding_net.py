@@ -28,7 +28,7 @@ import torch
 from torch import nn
 
 from .errors import ModelError
-from .speech_embedding import N_MELS, WINDOW_FRAMES, fetch_models
+from .speech_embedding import N_MELS, WINDOW_FRAMES, fetch_models, window_starts
 
 N_FFT, HOP, TAPS_FROM = 400, 160, 56     # 400 window taps, at offset 56 of the upstream 512-sample kernel
 
@@ -142,17 +142,6 @@ def load_pretrained(model_dir: Path | None = None) -> tuple[EmbeddingLogMel, Emb
     for m in (mel, net):
         m.eval().requires_grad_(False)
     return mel, net
-
-
-def window_starts(frames: int, windows: int, stride: int) -> list[int]:
-    """Starts of ``windows`` 76-frame windows ``stride`` frames apart, the last ending at the last
-    frame (the newest audio in a stream): 98 frames (1 s), 5 windows, stride 5 -> [2, 7, 12, 17, 22].
-    A stride that divides the stream's hop (10 frames) lets a stream reuse all but hop/stride vectors."""
-    first = frames - WINDOW_FRAMES - stride * (windows - 1)
-    if first < 0:
-        raise ValueError(f"{windows} windows of {WINDOW_FRAMES} frames, {stride} apart, need "
-                         f"{WINDOW_FRAMES + stride * (windows - 1)} frames; the model's window has {frames}")
-    return [first + stride * i for i in range(windows)]
 
 
 __all__ = ["EmbeddingLogMel", "EmbeddingNet", "load_pretrained", "window_starts"]

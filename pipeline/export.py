@@ -10,7 +10,13 @@ Three graphs, each carrying the same metadata (labels, sample rate, config JSON,
     model.frontend.onnx  waveform (1, samples), any length >= n_fft -> frames (1, frames, n_mfcc):
                          the stream computes only the new frames of each hop with it
 
-``--int8`` adds ``model.int8.onnx`` and ``model.frames.int8.onnx`` (onnxruntime dynamic quantisation).
+With the embedding head two more, for the stream's vector cache (pipeline/stream.py):
+
+    model.embed.onnx     embedding log-mel windows (windows, 76, 32) -> vectors (windows, 96)
+    model.cached.onnx    frames (batch, n_frames, n_mfcc) and vectors (batch, head windows, 96) -> probs
+
+``--int8`` adds ``model.int8.onnx`` and ``model.frames.int8.onnx`` (and ``model.cached.int8.onnx``;
+onnxruntime dynamic quantisation).
 Several runs (same words and front-end) export as one ensemble: the same three graphs, with the
 members' probabilities averaged (pipeline/ensemble.py) and an ``ensemble`` metadata entry.
 """
@@ -29,12 +35,12 @@ import onnx
 import torch
 
 from .config import HeadConfig, RunConfig
-from .embedding_head import HeadFrontend, WithHead, head_path, load_head
+from .embedding_head import CachedHead, HeadFrontend, WithHead, head_path, load_head
 from .ensemble import load_ensemble, mean_thresholds
 from .errors import ConfigError, ModelError
 from .features import MFCC
 from .model import FramesClassifier, WaveformClassifier
-from .speech_embedding import N_MELS
+from .speech_embedding import DIM, N_MELS, WINDOW_FRAMES
 
 PRODUCER = "kws-pipeline"
 
@@ -50,16 +56,21 @@ def metadata(cfg: RunConfig, kind: str, thresholds: dict[str, float], members: l
     return meta
 
 
-def _export(module: torch.nn.Module, example: torch.Tensor, path: Path, in_name: str, out_name: str,
-            dynamic: dict[int, str], meta: dict[str, str]) -> None:
-    dims = {i: torch.export.Dim(n, min=m) for i, (n, m) in dynamic.items()}
+def _export(module: torch.nn.Module, example: torch.Tensor | tuple[torch.Tensor, ...], path: Path,
+            in_name: str | list[str], out_name: str, dynamic: dict[int, tuple[str, int]] | list[dict],
+            meta: dict[str, str]) -> None:
+    """Export ``module`` on ``example`` (one input or a tuple), with ``dynamic``: {axis: (name, min)} per
+    input, then add ``meta``, check and rename into place."""
+    examples = example if isinstance(example, tuple) else (example,)
+    names = in_name if isinstance(in_name, list) else [in_name]
+    dyn = dynamic if isinstance(dynamic, list) else [dynamic]
+    shapes = tuple({i: torch.export.Dim(n, min=m) for i, (n, m) in d.items()} for d in dyn)
     tmp = path.with_name(f".{path.name}.tmp")
     with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
         warnings.simplefilter("ignore")
         logging.getLogger("torch.onnx").setLevel(logging.ERROR)
-        torch.onnx.export(module.eval(), (example,), str(tmp), dynamo=True, input_names=[in_name],
-                          output_names=[out_name], dynamic_shapes={"wave" if in_name == "waveform" else "feats": dims},
-                          external_data=False, verbose=False)
+        torch.onnx.export(module.eval(), examples, str(tmp), dynamo=True, input_names=names,
+                          output_names=[out_name], dynamic_shapes=shapes, external_data=False, verbose=False)
     model = onnx.load(str(tmp))
     for k, v in meta.items():
         model.metadata_props.add(key=k, value=v)
@@ -170,11 +181,24 @@ def export_run(run: Path | list[Path], out: Path | None = None, int8: bool = Fal
     _export(FramesClassifier(clf), feats, paths["frames"], "frames", "probs", {0: ("batch", 1)}, meta("frames"))
     _export(frontend(True), torch.zeros(1, f.clip_samples), paths["frontend"], "waveform", "frames",
             {1: ("samples", f.n_fft)}, meta("frontend"))
+    if hcfg is not None:
+        # the stream's vector cache: each 76-frame window embedded once, its vector kept for later hops
+        paths["embed"], paths["cached"] = Path(f"{stem}.embed.onnx"), Path(f"{stem}.cached.onnx")
+        _export(clf.head.embedding, torch.zeros(2, WINDOW_FRAMES, N_MELS), paths["embed"], "logmel", "vectors",
+                {0: ("windows", 1)}, meta("embed"))
+        _export(CachedHead(clf), (torch.zeros(2, f.n_frames, f.n_mfcc), torch.zeros(2, hcfg.windows, DIM)),
+                paths["cached"], ["frames", "vectors"], "probs", [{0: ("batch", 1)}, {0: ("batch", 1)}], meta("cached"))
+    else:                   # a head's graphs from an earlier export would no longer match these
+        for name in ("embed.onnx", "cached.onnx", "cached.int8.onnx"):
+            Path(f"{stem}.{name}").unlink(missing_ok=True)
     if int8:
         paths["model_int8"] = Path(f"{stem}.int8.onnx")
         paths["frames_int8"] = Path(f"{stem}.frames.int8.onnx")
         quantize(paths["model"], paths["model_int8"])
         quantize(paths["frames"], paths["frames_int8"])
+        if hcfg is not None:
+            paths["cached_int8"] = Path(f"{stem}.cached.int8.onnx")
+            quantize(paths["cached"], paths["cached_int8"])
 
     x = check_clips if check_clips is not None else (np.random.default_rng(0).standard_normal((4, f.clip_samples)) * 0.1)
     x = np.asarray(x, np.float32)
@@ -188,4 +212,22 @@ def export_run(run: Path | list[Path], out: Path | None = None, int8: bool = Fal
         f"max |dp| = {err:.2e} on {len(x)} clips")
     if err > 1e-4:
         raise RuntimeError(f"ONNX output differs from PyTorch by {err:.2e} (> 1e-4)")
+    if hcfg is not None:
+        err = float(np.abs(_cached_scores(paths, x, clf.head.starts, f.n_mfcc) - got).max())
+        if err > 1e-4:
+            raise RuntimeError(f"the stream's cached graphs differ from {paths['model'].name} by {err:.2e} (> 1e-4)")
     return paths
+
+
+def _cached_scores(paths: dict[str, Path], x: np.ndarray, starts: list[int], n_mfcc: int) -> np.ndarray:
+    """(batch, clip_samples) -> (batch, classes) through the frontend, embed and cached graphs, as the stream runs them."""
+    import onnxruntime as ort
+    sessions = {k: ort.InferenceSession(str(paths[k]), providers=["CPUExecutionProvider"]) for k in ("frontend", "embed", "cached")}
+    run = lambda name, feeds: sessions[name].run(None, feeds)[0]
+    out = []
+    for clip in x:
+        feats = run("frontend", {"waveform": clip[None]})                                 # (1, frames, n_mfcc + 32)
+        wins = np.stack([feats[0, s:s + WINDOW_FRAMES, n_mfcc:] for s in starts])
+        vec = run("embed", {"logmel": wins})[None]
+        out.append(run("cached", {"frames": feats[:, :, :n_mfcc], "vectors": vec})[0])
+    return np.stack(out)

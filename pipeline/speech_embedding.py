@@ -47,6 +47,18 @@ WINDOW_FRAMES, WINDOW_STEP, N_MELS, DIM = 76, 8, 32, 96
 PAD_SAMPLES = 3200    # 0.2 s of quiet floor on each side of a clip, so its edges fall inside windows
 
 
+def window_starts(frames: int, windows: int, stride: int) -> list[int]:
+    """Starts of ``windows`` 76-frame windows ``stride`` frames apart, the last ending at the last
+    frame (the newest audio in a stream): 98 frames (1 s), 5 windows, stride 5 -> [2, 7, 12, 17, 22].
+    Where the stride divides the stream's hop (10 frames), a stream embeds only hop/stride new windows
+    per hop and takes the others from its vector cache (pipeline/stream.py)."""
+    first = frames - WINDOW_FRAMES - stride * (windows - 1)
+    if first < 0:
+        raise ValueError(f"{windows} windows of {WINDOW_FRAMES} frames, {stride} apart, need "
+                         f"{WINDOW_FRAMES + stride * (windows - 1)} frames; the model's window has {frames}")
+    return [first + stride * i for i in range(windows)]
+
+
 def default_dir() -> Path:
     return Path(os.environ.get("KWS_CACHE", Path.home() / ".cache" / "kws")) / "speech_embedding"
 

@@ -7,12 +7,19 @@ and runs the classifier graph (``model.frames.onnx``) on the last ``window`` fra
 window equal the offline front-end's frames of the same samples (frames are not centred, and
 there is no per-clip scaling), so every window's scores equal offline scores of those samples.
 
+With the embedding head (`kws train-head`), the head's 76-frame windows of one hop are mostly those
+of the hops before, shifted: each is embedded once (``model.embed.onnx``), its vector kept in a
+vector cache under its absolute first frame, and each hop runs ``model.cached.onnx`` on the MFCC
+frames and the window's vectors. At hop 100 ms and the head's stride of 5 frames that embeds 2
+windows per hop instead of 5. Without those two files the head's frames graph re-embeds them all.
+
     scorer = StreamingScorer("model.onnx", hop_ms=100)
     for t_end, probs in scorer.push(chunk):          # chunk: (samples,) float32 at the model's rate
         det = detector.update(t_end, probs)          # a Detection or None
 """
 from __future__ import annotations
 
+import json
 import threading
 from collections import deque
 from dataclasses import dataclass
@@ -23,7 +30,9 @@ import numpy as np
 from .audio import noise_floor
 from .config import REFRACTORY_MS, SILENCE, SMOOTH_WINDOWS, UNKNOWN
 from .errors import StreamError
+from .config import HeadConfig
 from .runtime import OnnxModel, sibling
+from .speech_embedding import WINDOW_FRAMES, window_starts
 
 
 class StreamingScorer:
@@ -57,6 +66,19 @@ class StreamingScorer:
                               f"clips), got {window_ms}")
         self.hop_frames = int(round(hop_ms / frame_ms))
         self.hop_samples = self.hop_frames * f.hop_length      # audio per hop
+        self.embed = self.cached = None
+        head = self.model.session.get_modelmeta().custom_metadata_map.get("embedding_head")
+        embed, cached = sibling(path, "embed"), sibling(path, "cached")
+        if head and embed.is_file() and cached.is_file():      # the vector cache (module docstring)
+            hcfg = HeadConfig.from_dict(json.loads(head))
+            self.embed, self.cached = OnnxModel(embed, threads), OnnxModel(cached, threads)
+            for g in (self.embed, self.cached):
+                meta = g.session.get_modelmeta().custom_metadata_map
+                if g.config != self.model.config or meta.get("embedding_head") != head:
+                    raise StreamError(f"{g.path}: from another export than {path.name}; copy the graphs "
+                                      "`kws export` wrote together (or delete it: the stream then runs without it)")
+            self.starts = window_starts(self.window_frames, hcfg.windows, hcfg.stride)
+        self.embedded = 0                                      # windows embedded so far (vector cache)
         self.reset()
 
     def reset(self) -> None:
@@ -64,6 +86,7 @@ class StreamingScorer:
         self.buffer_start = 0                      # absolute index of buffer[0]
         self.frames: deque[np.ndarray] = deque(maxlen=self.window_frames)
         self.n_frames = 0                          # frames computed so far
+        self.vectors: dict[int, np.ndarray] = {}   # absolute first frame of a head window -> (96,)
 
     def _new_frames(self, k: int) -> np.ndarray:
         """Compute the next ``k`` frames from the buffer: (k, n_mfcc)."""
@@ -85,10 +108,26 @@ class StreamingScorer:
                 self.frames.append(row)
             self.n_frames += self.hop_frames
             if len(self.frames) == self.window_frames:
-                probs = self.classifier.run(np.stack(self.frames)[None])[0]
+                window = np.stack(self.frames)
+                probs = self._cached(window) if self.embed else self.classifier.run(window[None])[0]
                 end = (self.n_frames - 1) * f.hop_length + f.n_fft      # samples covered so far
                 results.append((end / f.sample_rate, probs))
         return results
+
+    def _cached(self, window: np.ndarray) -> np.ndarray:
+        """(window_frames, n_mfcc + 32) -> (classes,): embeds the head's windows not in the cache."""
+        first = self.n_frames - self.window_frames               # absolute index of window[0]
+        need = [first + s for s in self.starts]
+        for a in [a for a in self.vectors if a < first]:
+            del self.vectors[a]
+        n_mfcc = self.feats.n_mfcc
+        new = [a for a in need if a not in self.vectors]
+        if new:
+            wins = np.stack([window[a - first:a - first + WINDOW_FRAMES, n_mfcc:] for a in new])
+            self.vectors.update(zip(new, self.embed.run(wins)))
+            self.embedded += len(new)
+        vec = np.stack([self.vectors[a] for a in need])[None]
+        return self.cached.session.run(None, {"frames": window[None, :, :n_mfcc], "vectors": vec})[0][0]
 
     def window_start_sample(self, t_end: float) -> int:
         """Absolute first sample of the window that ended at ``t_end`` (for offline comparison)."""

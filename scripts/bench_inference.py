@@ -7,7 +7,9 @@
     (c) classifier:  the project's classifier alone on precomputed frames (model.frames.onnx)
     (d) INT8 model:  (b) dynamically quantised
     (e) stream hop:  per-hop streaming cost at hop 100 ms (front-end on the hop's new samples +
-                     classifier on the window), as `kws stream` runs it
+                     classifier on the window); scorer_hop_ms: the same through StreamingScorer.push,
+                     as `kws stream` runs it (with the embedding head: its vector cache, which
+                     embeds 2 new windows per hop, embed_window_ms each, then cached_ms)
 
 With --model it measures that exported model (its .frames/.frontend siblings must be beside it);
 by default it exports a fresh model of the default configuration (random weights: timing only).
@@ -35,6 +37,23 @@ def session(path: Path) -> ort.InferenceSession:
     o.inter_op_num_threads = 1
     o.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
     return ort.InferenceSession(str(path), o, providers=["CPUExecutionProvider"])
+
+
+def scorer_hop_ms(model: Path, runs: int) -> float:
+    """Median time of one 100-ms ``StreamingScorer.push`` (one window scored), the window already
+    full: the stream's own code, with the embedding head's vector cache where the model has one."""
+    from pipeline.stream import StreamingScorer
+    sc = StreamingScorer(model, hop_ms=100, threads=1)
+    audio = (0.1 * np.random.default_rng(1).standard_normal(16000 * 20)).astype(np.float32)
+    sc.push(audio[:16000])
+    pos = [16000]
+
+    def hop():
+        if pos[0] + 1600 > len(audio):
+            pos[0] = 0
+        assert len(sc.push(audio[pos[0]:pos[0] + 1600])) == 1
+        pos[0] += 1600
+    return median_ms(hop, runs)
 
 
 def median_ms(fn, runs: int, warmup: int = 20) -> float:
@@ -117,6 +136,15 @@ def main() -> None:
     hop_wave = wave[:, : 9 * 160 + 400]
     res["stream_hop_ms"] = median_ms(lambda: (s_front.run(None, {"waveform": hop_wave}),
                                               s_frames.run(None, {"frames": frames})), a.runs)
+    embed_path, cached_path = sibling(model, "embed"), sibling(model, "cached")
+    if embed_path.is_file() and cached_path.is_file():          # the embedding head's vector cache
+        s_embed, s_cached = session(embed_path), session(cached_path)
+        n_mfcc, windows = frames.shape[2] - 32, s_cached.get_inputs()[1].shape[1]
+        one = np.ascontiguousarray(frames[:, :76, n_mfcc:])
+        vec = np.repeat(s_embed.run(None, {"logmel": one})[0][None], windows, axis=1)
+        res["embed_window_ms"] = median_ms(lambda: s_embed.run(None, {"logmel": one}), a.runs)
+        res["cached_ms"] = median_ms(lambda: s_cached.run(None, {"frames": frames[:, :, :n_mfcc], "vectors": vec}), a.runs)
+    res["scorer_hop_ms"] = scorer_hop_ms(model, a.runs)
     if int8_path.is_file():
         s_int8 = session(int8_path)
         res["int8_model_ms"] = median_ms(lambda: s_int8.run(None, {"waveform": wave}), a.runs)
@@ -133,7 +161,8 @@ def main() -> None:
     print(f"onnxruntime {ort.__version__}, 1 intra-op thread, batch 1, 1-s window, median of {a.runs} runs")
     for k, v in res.items():
         print(f"  {k:16s} {v:8.3f} ms")
-    print(f"  per-hop real-time factor at 100 ms hops: {res['stream_hop_ms'] / 100:.4f}")
+    print(f"  per-hop real-time factor at 100 ms hops: {res['stream_hop_ms'] / 100:.4f} (frontend + frames graphs), "
+          f"{res['scorer_hop_ms'] / 100:.4f} (StreamingScorer.push, as `kws stream` runs)")
     print(f"  peak RSS {peak_rss_mb():.0f} MB")
     naive_ms = res.get("naive_ms", float("nan"))
     print(f"naive_ms={naive_ms:.3f} model_ms={res['model_ms']:.3f} classifier_ms={res['classifier_ms']:.3f} "

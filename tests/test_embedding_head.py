@@ -12,7 +12,8 @@ import pytest
 import torch
 
 from conftest import WORDS, kws
-from pipeline.embedding_net import TAPS_FROM, load_pretrained, window_starts
+from pipeline.embedding_net import TAPS_FROM, load_pretrained
+from pipeline.speech_embedding import window_starts
 from pipeline.runtime import OnnxModel, sibling
 from pipeline.speech_embedding import fetch_models
 from pipeline.stream import StreamingScorer
@@ -87,6 +88,11 @@ def test_head_export_metadata_and_accuracy(head_run, tiny_data):
     assert json.loads(meta["embedding_head"])["windows"] == 5
     frames = OnnxModel(sibling(head_run / "model.onnx", "frames"))
     assert frames.session.get_inputs()[0].shape[2] == m.config.features.n_mfcc + 32
+    cached = OnnxModel(sibling(head_run / "model.onnx", "cached"))          # the stream's vector cache
+    assert [tuple(i.shape[1:]) for i in cached.session.get_inputs()] == [(98, m.config.features.n_mfcc), (5, 96)]
+    assert OnnxModel(sibling(head_run / "model.onnx", "embed")).session.get_inputs()[0].shape[1:] == [76, 32]
+    scorer = StreamingScorer(head_run / "model.int8.onnx")
+    assert scorer.cached.path.name == "model.cached.int8.onnx" and scorer.embed.path.name == "model.embed.onnx"
     metrics = json.loads((head_run / "head_metrics.json").read_text())
     assert metrics["val_acc_head"] > 0.6 and len(metrics["loss"]) == 12     # 5 labels: chance 0.2
     for model in ("model.onnx", "model.int8.onnx"):
@@ -94,17 +100,33 @@ def test_head_export_metadata_and_accuracy(head_run, tiny_data):
         assert json.loads((head_run / "ev.json").read_text())["accuracy"] > 0.6, p.stdout
 
 
-def test_head_streaming_equals_offline(head_run, real_clips):
+@pytest.mark.parametrize("hop_ms", [100, 30])
+def test_head_streaming_equals_offline(head_run, real_clips, tmp_path, hop_ms):
+    """The stream's vector cache (model.embed/.cached graphs) against the offline waveform model, and
+    against the stream without the cache (the head's frames graph re-embedding every window)."""
     from pipeline.audio import read_audio
     rng = np.random.default_rng(2)
     x = np.concatenate([read_audio(p, 16000) for p in real_clips[:2]] + [0.003 * rng.standard_normal(4000)]).astype(np.float32)
-    scorer = StreamingScorer(head_run / "model.onnx", hop_ms=100)
-    results = []
-    for i in range(0, len(x), 1234):
-        results += scorer.push(x[i:i + 1234])
+
+    def stream(model):
+        scorer = StreamingScorer(model, hop_ms=hop_ms)
+        results = []
+        for i in range(0, len(x), 1234):
+            results += scorer.push(x[i:i + 1234])
+        return scorer, results
+
+    scorer, results = stream(head_run / "model.onnx")
+    assert scorer.embed is not None and len(results) >= 5
+    if hop_ms == 100:           # 10 frames per hop, windows 5 frames apart: 2 new windows per hop
+        assert scorer.embedded == 5 + 2 * (len(results) - 1)
     starts = [scorer.window_start_sample(t) for t, _ in results]
+    probs = np.stack([p for _, p in results])
     ref = OnnxModel(head_run / "model.onnx").scores(np.stack([x[s:s + 16000] for s in starts]))
-    assert len(results) >= 5 and np.abs(np.stack([p for _, p in results]) - ref).max() < 1e-5
+    assert np.abs(probs - ref).max() < 1e-5
+    for name in ("model.onnx", "model.frames.onnx", "model.frontend.onnx"):
+        shutil.copy(head_run / name, tmp_path / name)
+    plain, again = stream(tmp_path / "model.onnx")
+    assert plain.embed is None and np.abs(np.stack([p for _, p in again]) - probs).max() < 1e-5
 
 
 def test_head_model_streams_without_torch(head_run, real_clips):
@@ -132,6 +154,7 @@ def test_train_with_head_flag(tiny_data, tmp_path):
 def test_export_without_head(head_run, tmp_path):
     p = kws("export", head_run, "--no-head", "--out", tmp_path / "plain.onnx")
     assert "embedding head" not in p.stdout
+    assert not (tmp_path / "plain.embed.onnx").exists() and not (tmp_path / "plain.cached.onnx").exists()
     m = OnnxModel(tmp_path / "plain.onnx")
     assert "embedding_head" not in m.session.get_modelmeta().custom_metadata_map
     assert OnnxModel(tmp_path / "plain.frames.onnx").session.get_inputs()[0].shape[2] == m.config.features.n_mfcc
@@ -154,3 +177,16 @@ def test_head_bad_inputs(head_run, tiny_data, tmp_path):
     p = kws("train-head", head_run, "--data", tiny_data, "--copies", "0", check=False)
     assert p.returncode == 2 and "--copies" in p.stderr
     assert set(WORDS) <= set(OnnxModel(head_run / "model.onnx").labels)
+
+
+def test_stream_refuses_cached_graphs_of_another_export(head_run, tmp_path):
+    from pipeline.errors import StreamError
+    for name in ("model.onnx", "model.frames.onnx", "model.frontend.onnx", "model.embed.onnx", "model.cached.onnx"):
+        shutil.copy(head_run / name, tmp_path / name)
+    m = onnx.load(str(tmp_path / "model.cached.onnx"))
+    for p in m.metadata_props:
+        if p.key == "embedding_head":
+            p.value = json.dumps({**json.loads(p.value), "seed": 99})
+    onnx.save(m, str(tmp_path / "model.cached.onnx"))
+    with pytest.raises(StreamError, match="model.cached.onnx: from another export"):
+        StreamingScorer(tmp_path / "model.onnx")

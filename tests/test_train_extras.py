@@ -188,3 +188,40 @@ def test_init_fine_tunes_from_a_checkpoint(tiny_run, tiny_data, tmp_path):
         p = kws("train", "--data", *args[:1], "--out", tmp_path / "ft2", *(args[1:] or ["--init", tiny_run]),
                 *common, check=False)
         assert p.returncode == 2 and "Traceback" not in p.stderr and needle in p.stderr, p.stderr
+
+
+@pytest.mark.skipif(not os.path.isfile("/proc/cpuinfo"), reason="reads the CPU's flags from /proc/cpuinfo")
+def test_auto_precision_is_bf16_only_on_cpus_that_compute_it():
+    """oneDNN emulates bf16 on any AVX-512 CPU, 3-4x slower than fp32 there: `--precision auto` must
+    pick bf16 only where the CPU has it in hardware (its flags, read here independently of torch)."""
+    from pipeline.train_step import use_bf16
+    flags = set()
+    for line in open("/proc/cpuinfo"):
+        if line.startswith("flags"):
+            flags |= set(line.split(":", 1)[1].split())
+    native = bool({"avx512_bf16", "amx_bf16"} & flags)
+    assert use_bf16(torch.device("cpu")) == native
+    assert use_bf16(torch.device("cpu"), "bf16") and not use_bf16(torch.device("cpu"), "fp32")
+
+
+def test_budget_epochs():
+    from pipeline.train import MIN_BUDGET_EPOCHS, budget_epochs
+    assert budget_epochs(40, 600, 30, 20) == 29          # 1 + (600 - 30) // 20
+    assert budget_epochs(40, 6000, 30, 20) == 40         # never more than asked
+    assert budget_epochs(40, 60, 30, 20) == MIN_BUDGET_EPOCHS == 20
+    assert budget_epochs(5, 60, 30, 20) == 5             # fewer asked than the floor
+
+
+def test_time_budget_lowers_epochs_and_lays_the_schedule_over_them(tiny_data, tmp_path):
+    """`--minutes` too short for 22 epochs: 20 run (the floor), the learning rate decays to its end
+    in the 20th, and the checkpoint's config says 20, so --resume and export read the run as it ran."""
+    run = tmp_path / "run"
+    p = kws("train", "--data", tiny_data, "--out", run, "--epochs", "22", "--minutes", "0.001", "--hidden", "8",
+            "--mfcc-tower", "0", "--layers", "1", "--batch-size", "64", "--cache-dir", tmp_path / "cache",
+            "--device", "cpu", "--jobs", "2")
+    assert "time budget 0.001 min: 20 epochs" in p.stdout
+    lines = [json.loads(l) for l in (run / "metrics.jsonl").read_text().splitlines()]
+    assert [l["epoch"] for l in lines] == list(range(1, 21))
+    assert lines[-1]["lr"] < 0.03 * 3e-3           # near the cosine's floor (2% of the peak); 22 epochs: about 4.5% at the 20th
+    ck = torch.load(run / "last.pt", weights_only=True)
+    assert ck["epoch"] == 20 and ck["config"]["train"]["epochs"] == 20
