@@ -93,11 +93,12 @@ def epoch_sampler(cfg: RunConfig, labels: np.ndarray, unknown: int | None, repea
     return EpochSampler(labels, unknown, n_unknown, repeats, tc.batch_size, tc.seed, rank, world)
 
 
-def budget_epochs(asked: int, budget_s: float, spent_s: float, epoch_s: float) -> int:
+def budget_epochs(asked: int, budget_s: float, spent_s: float, epoch_s: float, after_epochs: float = 0.0) -> int:
     """The epochs of a run that fit in ``budget_s`` seconds, its first epoch having ended ``spent_s``
-    seconds in and lasted ``epoch_s``: never more than ``asked``, never fewer than MIN_BUDGET_EPOCHS
-    (or ``asked``, where that is fewer)."""
-    fit = 1 + int(max(0.0, budget_s - spent_s) // max(epoch_s, 1e-9))
+    seconds in and lasted ``epoch_s``, leaving ``after_epochs`` epochs' worth of time for work that
+    follows the training (`kws demo`'s head, export and evaluation): never more than ``asked``, never
+    fewer than MIN_BUDGET_EPOCHS (or ``asked``, where that is fewer)."""
+    fit = 1 + int(max(0.0, budget_s - spent_s - after_epochs * epoch_s) // max(epoch_s, 1e-9))
     return max(min(asked, MIN_BUDGET_EPOCHS), min(asked, fit))
 
 
@@ -107,14 +108,15 @@ MIN_BUDGET_EPOCHS = 20     # fewer cost the demo 2-3 points (README, Results: th
 def train(cfg: RunConfig, data: PreparedData, run_dir: Path, device: torch.device,
           resume: bool = False, log=print, precision: str = "auto",
           init_weights: dict | None = None, repeats: np.ndarray | None = None,
-          minutes: float | None = None) -> TrainResult:
+          minutes: float | None = None, after_epochs: float = 0.0) -> TrainResult:
     """Train ``cfg`` on ``data`` into ``run_dir``; with ``resume`` continue from ``run_dir/last.pt``;
     with ``init_weights`` (a classifier state dict, normalisation included) fine-tune from them.
     ``repeats`` (train clips,): how often each clip is used per epoch (oversampling; default once).
     ``minutes``: a time budget. After the first epoch (the learning rate's warm-up, the same for any
     length), the run's epochs are lowered to those that fit (``budget_epochs``) and the cosine decay
     is laid over them, so the run ends as a shorter run would, not cut off; the config saved with the
-    weights says how many it ran."""
+    weights says how many it ran. ``after_epochs``: time for what follows the training, in epochs of
+    this machine (``budget_epochs``)."""
     t_start = time.time()
     distributed = int(os.environ.get("WORLD_SIZE", "1")) > 1
     rank, world = (dist.get_rank(), dist.get_world_size()) if distributed else (0, 1)
@@ -203,14 +205,15 @@ def train(cfg: RunConfig, data: PreparedData, run_dir: Path, device: torch.devic
         loss_sum, correct = loss_sum.item(), correct.item()
         val_loss, val_acc, _ = evaluate_split(kept_model, frontend, val_clips, 512, amp)
         if minutes and epoch == 0:
-            n = budget_epochs(tc.epochs, 60 * minutes, time.time() - t_start, time.time() - te)
+            n = budget_epochs(tc.epochs, 60 * minutes, time.time() - t_start, time.time() - te, after_epochs)
             if distributed:                      # every process runs rank 0's number
                 n_t = torch.tensor([n], device=device)
                 dist.broadcast(n_t, 0)
                 n = int(n_t.item())
             if main:
+                keep = f", {after_epochs:g} epochs' time kept for what follows" if after_epochs else ""
                 log(f"time budget {minutes:g} min: {n} epochs of {time.time() - te:.1f} s fit "
-                    f"(--epochs {tc.epochs}{', lowered' if n < tc.epochs else ''})")
+                    f"(--epochs {tc.epochs}{', lowered' if n < tc.epochs else ''}{keep})")
             cfg = replace(cfg, train=replace(tc, epochs=n))
             tc = cfg.train
             total_steps = steps_per_epoch * tc.epochs

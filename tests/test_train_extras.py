@@ -210,6 +210,7 @@ def test_budget_epochs():
     assert budget_epochs(40, 6000, 30, 20) == 40         # never more than asked
     assert budget_epochs(40, 60, 30, 20) == MIN_BUDGET_EPOCHS == 20
     assert budget_epochs(5, 60, 30, 20) == 5             # fewer asked than the floor
+    assert budget_epochs(40, 900, 30, 20, after_epochs=12) == 32     # 1 + (900 - 30 - 240) // 20
 
 
 def test_time_budget_lowers_epochs_and_lays_the_schedule_over_them(tiny_data, tmp_path):
