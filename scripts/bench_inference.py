@@ -139,8 +139,9 @@ def main() -> None:
     embed_path, cached_path = sibling(model, "embed"), sibling(model, "cached")
     if embed_path.is_file() and cached_path.is_file():          # the embedding head's vector cache
         s_embed, s_cached = session(embed_path), session(cached_path)
-        n_mfcc, windows = frames.shape[2] - 32, s_cached.get_inputs()[1].shape[1]
-        one = np.ascontiguousarray(frames[:, :76, n_mfcc:])
+        from pipeline.speech_embedding import N_MELS, WINDOW_FRAMES
+        n_mfcc, windows = frames.shape[2] - N_MELS, s_cached.get_inputs()[1].shape[1]
+        one = np.ascontiguousarray(frames[:, :WINDOW_FRAMES, n_mfcc:])
         vec = np.repeat(s_embed.run(None, {"logmel": one})[0][None], windows, axis=1)
         res["embed_window_ms"] = median_ms(lambda: s_embed.run(None, {"logmel": one}), a.runs)
         res["cached_ms"] = median_ms(lambda: s_cached.run(None, {"frames": frames[:, :, :n_mfcc], "vectors": vec}), a.runs)
