@@ -21,9 +21,9 @@ from .errors import ConfigError, KwsError
 DEFAULT_DATA = Path("data/synth")
 DEFAULT_RUN = Path("runs/default")
 # what follows the BiLSTM's training in `kws demo`, in epochs of it on the same machine: [export +
-# evaluation, with the head too]. Measured: on 2 cores without bf16, epochs of 24-28 s, head 3.1-3.5
-# min, export and evaluation 1.6 min; on the earlier machines (bf16), 13.5-s epochs, 0.9 min.
-DEMO_AFTER_EPOCHS = (4.0, 12.0)
+# evaluation, with the head too]. Measured on 2 cores without bf16: epochs of 24-28 s, head (3 windows)
+# 1.9-3.5 min, export (TorchScript exporter) and evaluation under 0.5 min.
+DEMO_AFTER_EPOCHS = (2.0, 8.0)
 
 
 # ---------------------------------------------------------------- commands
@@ -339,9 +339,10 @@ def build_parser() -> argparse.ArgumentParser:
                    f"(default {HeadConfig.epochs})")
     h.add_argument("--windows", type=positive_int, default=HeadConfig.windows, help="embedding windows (76 frames, "
                    f"0.77 s each) per 1-s window, the last ending with it (default {HeadConfig.windows}); each costs "
-                   "~1.3 ms per scored window on one core")
+                   "1.3-2.9 ms on one core, once per window a stream sees: a stride that divides the hop (10 frames "
+                   "at 100 ms) lets the stream embed only the hop's new windows")
     h.add_argument("--stride", type=positive_int, default=HeadConfig.stride, help="frames (10 ms) between "
-                   f"consecutive embedding windows (default {HeadConfig.stride})")
+                   f"consecutive embedding windows (default {HeadConfig.stride}: 1 new window per 100-ms hop)")
     h.add_argument("--context", type=positive_int, default=HeadConfig.context, help="consecutive vectors the "
                    f"classifier reads at once; its probabilities are averaged over the runs of them (default {HeadConfig.context})")
     h.add_argument("--hidden", type=positive_int, default=HeadConfig.hidden, help=f"width of the classifier's two "

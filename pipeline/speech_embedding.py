@@ -49,7 +49,8 @@ PAD_SAMPLES = 3200    # 0.2 s of quiet floor on each side of a clip, so its edge
 
 def window_starts(frames: int, windows: int, stride: int) -> list[int]:
     """Starts of ``windows`` 76-frame windows ``stride`` frames apart, the last ending at the last
-    frame (the newest audio in a stream): 98 frames (1 s), 5 windows, stride 5 -> [2, 7, 12, 17, 22].
+    frame (the newest audio in a stream): 98 frames (1 s), 3 windows, stride 10 -> [2, 12, 22];
+    5 windows, stride 5 -> [2, 7, 12, 17, 22].
     Where the stride divides the stream's hop (10 frames), a stream embeds only hop/stride new windows
     per hop and takes the others from its vector cache (pipeline/stream.py)."""
     first = frames - WINDOW_FRAMES - stride * (windows - 1)

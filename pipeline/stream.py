@@ -10,8 +10,9 @@ there is no per-clip scaling), so every window's scores equal offline scores of 
 With the embedding head (`kws train-head`), the head's 76-frame windows of one hop are mostly those
 of the hops before, shifted: each is embedded once (``model.embed.onnx``), its vector kept in a
 vector cache under its absolute first frame, and each hop runs ``model.cached.onnx`` on the MFCC
-frames and the window's vectors. At hop 100 ms and the head's stride of 5 frames that embeds 2
-windows per hop instead of 5. Without those two files the head's frames graph re-embeds them all.
+frames and the window's vectors. At hop 100 ms and the head's default stride of 10 frames that
+embeds 1 window per hop instead of 3 (2 of 5 at a stride of 5). Without those two files the head's
+frames graph re-embeds them all.
 
     scorer = StreamingScorer("model.onnx", hop_ms=100)
     for t_end, probs in scorer.push(chunk):          # chunk: (samples,) float32 at the model's rate

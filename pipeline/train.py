@@ -93,12 +93,13 @@ def epoch_sampler(cfg: RunConfig, labels: np.ndarray, unknown: int | None, repea
     return EpochSampler(labels, unknown, n_unknown, repeats, tc.batch_size, tc.seed, rank, world)
 
 
-def budget_epochs(asked: int, budget_s: float, spent_s: float, epoch_s: float, after_epochs: float = 0.0) -> int:
-    """The epochs of a run that fit in ``budget_s`` seconds, its first epoch having ended ``spent_s``
-    seconds in and lasted ``epoch_s``, leaving ``after_epochs`` epochs' worth of time for work that
-    follows the training (`kws demo`'s head, export and evaluation): never more than ``asked``, never
-    fewer than MIN_BUDGET_EPOCHS (or ``asked``, where that is fewer)."""
-    fit = 1 + int(max(0.0, budget_s - spent_s - after_epochs * epoch_s) // max(epoch_s, 1e-9))
+def budget_epochs(asked: int, budget_s: float, spent_s: float, epoch_s: float, after_epochs: float = 0.0,
+                  done: int = 1) -> int:
+    """The epochs of a run that fit in ``budget_s`` seconds, its first ``done`` epochs having ended
+    ``spent_s`` seconds in and lasted ``epoch_s`` each, leaving ``after_epochs`` epochs' worth of time
+    for work that follows the training (`kws demo`'s head, export and evaluation): never more than
+    ``asked``, never fewer than MIN_BUDGET_EPOCHS (or ``asked``, where that is fewer)."""
+    fit = done + int(max(0.0, budget_s - spent_s - after_epochs * epoch_s) // max(epoch_s, 1e-9))
     return max(min(asked, MIN_BUDGET_EPOCHS), min(asked, fit))
 
 
@@ -115,7 +116,9 @@ def train(cfg: RunConfig, data: PreparedData, run_dir: Path, device: torch.devic
     ``minutes``: a time budget. After the first epoch (the learning rate's warm-up, the same for any
     length), the run's epochs are lowered to those that fit (``budget_epochs``) and the cosine decay
     is laid over them, so the run ends as a shorter run would, not cut off; the config saved with the
-    weights says how many it ran. ``after_epochs``: time for what follows the training, in epochs of
+    weights says how many it ran. After each later epoch the same is asked again with the mean epoch
+    so far (a busy machine's epochs slow down: 24 s for the first, 30-35 s later on one such run) and
+    the epochs only ever lowered, the decay laid over the rest. ``after_epochs``: time for what follows the training, in epochs of
     this machine (``budget_epochs``)."""
     t_start = time.time()
     distributed = int(os.environ.get("WORLD_SIZE", "1")) > 1
@@ -178,6 +181,7 @@ def train(cfg: RunConfig, data: PreparedData, run_dir: Path, device: torch.devic
             + (" (bf16 autocast)" if amp else " (fp32)"))
 
     t0 = time.time()
+    epoch_times: list[float] = []
     for epoch in range(start_epoch, tc.epochs):
         if epoch >= tc.epochs:                   # lowered by the time budget
             break
@@ -204,19 +208,25 @@ def train(cfg: RunConfig, data: PreparedData, run_dir: Path, device: torch.devic
                 bar.set_postfix(loss=f"{loss_sum.item() / seen:.3f}", acc=f"{correct.item() / seen:.3f}")
         loss_sum, correct = loss_sum.item(), correct.item()
         val_loss, val_acc, _ = evaluate_split(kept_model, frontend, val_clips, 512, amp)
-        if minutes and epoch == 0:
-            n = budget_epochs(tc.epochs, 60 * minutes, time.time() - t_start, time.time() - te, after_epochs)
+        epoch_times.append(time.time() - te)
+        if minutes and start_epoch == 0 and epoch + 1 < tc.epochs:
+            n = budget_epochs(tc.epochs, 60 * minutes, time.time() - t_start, float(np.mean(epoch_times)),
+                              after_epochs, done=epoch + 1)
             if distributed:                      # every process runs rank 0's number
                 n_t = torch.tensor([n], device=device)
                 dist.broadcast(n_t, 0)
                 n = int(n_t.item())
-            if main:
+            if main and epoch == 0:
                 keep = f", {after_epochs:g} epochs' time kept for what follows" if after_epochs else ""
-                log(f"time budget {minutes:g} min: {n} epochs of {time.time() - te:.1f} s fit "
+                log(f"time budget {minutes:g} min: {n} epochs of {epoch_times[0]:.1f} s fit "
                     f"(--epochs {tc.epochs}{', lowered' if n < tc.epochs else ''}{keep})")
-            cfg = replace(cfg, train=replace(tc, epochs=n))
-            tc = cfg.train
-            total_steps = steps_per_epoch * tc.epochs
+            elif main and n < tc.epochs:
+                log(f"time budget: epochs of {np.mean(epoch_times):.1f} s on average so far, {n} epochs fit "
+                    f"(lowered from {tc.epochs})")
+            if n < tc.epochs or epoch == 0:
+                cfg = replace(cfg, train=replace(tc, epochs=n))
+                tc = cfg.train
+                total_steps = steps_per_epoch * tc.epochs
         if not main:
             continue
         rec = {"epoch": epoch + 1, "train_loss": loss_sum / max(1, seen), "train_acc": correct / max(1, seen),

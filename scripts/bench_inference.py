@@ -9,7 +9,8 @@
     (e) stream hop:  per-hop streaming cost at hop 100 ms (front-end on the hop's new samples +
                      classifier on the window); scorer_hop_ms: the same through StreamingScorer.push,
                      as `kws stream` runs it (with the embedding head: its vector cache, which
-                     embeds 2 new windows per hop, embed_window_ms each, then cached_ms)
+                     embeds the hop's new windows, 1 with the default 3 windows 10 frames apart,
+                     embed_window_ms each, then cached_ms)
 
 With --model it measures that exported model (its .frames/.frontend siblings must be beside it);
 by default it exports a fresh model of the default configuration (random weights: timing only).
@@ -100,7 +101,7 @@ def export_fresh(tmp: Path) -> tuple[Path, Path]:
 
     naive = tmp / "naive.onnx"
     _export(Naive().eval(), torch.zeros(2, f.clip_samples), naive, "waveform", "probs", {0: ("batch", 1)},
-            metadata(cfg, "waveform", {}))
+            metadata(cfg, "waveform", {}), dynamo=True)         # torch's default exporter: the ONNX STFT op
     return paths["model"], naive
 
 

@@ -85,11 +85,11 @@ def head_run(tiny_run, tiny_data, tmp_path_factory):
 def test_head_export_metadata_and_accuracy(head_run, tiny_data):
     m = OnnxModel(head_run / "model.onnx")
     meta = m.session.get_modelmeta().custom_metadata_map
-    assert json.loads(meta["embedding_head"])["windows"] == 5
+    assert json.loads(meta["embedding_head"])["windows"] == 3
     frames = OnnxModel(sibling(head_run / "model.onnx", "frames"))
     assert frames.session.get_inputs()[0].shape[2] == m.config.features.n_mfcc + 32
     cached = OnnxModel(sibling(head_run / "model.onnx", "cached"))          # the stream's vector cache
-    assert [tuple(i.shape[1:]) for i in cached.session.get_inputs()] == [(98, m.config.features.n_mfcc), (5, 96)]
+    assert [tuple(i.shape[1:]) for i in cached.session.get_inputs()] == [(98, m.config.features.n_mfcc), (3, 96)]
     assert OnnxModel(sibling(head_run / "model.onnx", "embed")).session.get_inputs()[0].shape[1:] == [76, 32]
     scorer = StreamingScorer(head_run / "model.int8.onnx")
     assert scorer.cached.path.name == "model.cached.int8.onnx" and scorer.embed.path.name == "model.embed.onnx"
@@ -117,8 +117,8 @@ def test_head_streaming_equals_offline(head_run, real_clips, tmp_path, hop_ms):
 
     scorer, results = stream(head_run / "model.onnx")
     assert scorer.embed is not None and len(results) >= 5
-    if hop_ms == 100:           # 10 frames per hop, windows 5 frames apart: 2 new windows per hop
-        assert scorer.embedded == 5 + 2 * (len(results) - 1)
+    if hop_ms == 100:           # 10 frames per hop, windows 10 frames apart: 1 new window per hop
+        assert scorer.embedded == 3 + (len(results) - 1)
     starts = [scorer.window_start_sample(t) for t, _ in results]
     probs = np.stack([p for _, p in results])
     ref = OnnxModel(head_run / "model.onnx").scores(np.stack([x[s:s + 16000] for s in starts]))

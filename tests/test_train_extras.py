@@ -211,6 +211,8 @@ def test_budget_epochs():
     assert budget_epochs(40, 60, 30, 20) == MIN_BUDGET_EPOCHS == 20
     assert budget_epochs(5, 60, 30, 20) == 5             # fewer asked than the floor
     assert budget_epochs(40, 900, 30, 20, after_epochs=12) == 32     # 1 + (900 - 30 - 240) // 20
+    assert budget_epochs(40, 800, 300, 20, done=10) == 35            # re-asked after 10 epochs: 10 + 500 // 20
+    assert budget_epochs(40, 8000, 300, 20, done=10) == 40
 
 
 def test_time_budget_lowers_epochs_and_lays_the_schedule_over_them(tiny_data, tmp_path):
