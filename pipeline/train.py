@@ -118,8 +118,8 @@ def train(cfg: RunConfig, data: PreparedData, run_dir: Path, device: torch.devic
     is laid over them, so the run ends as a shorter run would, not cut off; the config saved with the
     weights says how many it ran. After each later epoch the same is asked again with the mean epoch
     so far (a busy machine's epochs slow down: 24 s for the first, 30-35 s later on one such run) and
-    the epochs only ever lowered, the decay laid over the rest. ``after_epochs``: time for what follows the training, in epochs of
-    this machine (``budget_epochs``)."""
+    the epochs only ever lowered, the decay laid over the rest. ``after_epochs``: time for what
+    follows the training, in epochs of this machine (``budget_epochs``)."""
     t_start = time.time()
     distributed = int(os.environ.get("WORLD_SIZE", "1")) > 1
     rank, world = (dist.get_rank(), dist.get_world_size()) if distributed else (0, 1)
