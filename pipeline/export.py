@@ -126,8 +126,8 @@ def quantize(src: Path, dst: Path) -> None:
     from onnxruntime.quantization import QuantType, quantize_dynamic
     from onnxruntime.quantization.shape_inference import quant_pre_process
     pre = dst.with_name(f".{dst.name}.pre")
-    # Constant-fold first: the exporter builds the LSTM weights with Concat/Reshape nodes, and only
-    # weights that are initializers can be quantised. onnxruntime 1.32's pre-processing folds them;
+    # Constant-fold first: only weights that are initializers can be quantised, and a graph may build
+    # some from constants with Concat/Reshape nodes (the dynamo exporter did so for every LSTM). onnxruntime 1.32's pre-processing folds them;
     # 1.30's leaves some, so they are folded here first.
     model = onnx.load(str(src))
     onnx.save(_fold_constants(model), str(pre))
