@@ -305,7 +305,8 @@ def build_parser() -> argparse.ArgumentParser:
                    "fields: pipeline/config.py; saved with the model like every setting)")
     t.add_argument("--minutes", type=positive_float, default=None, help="time budget: after the first epoch, "
                    "lower --epochs to as many as fit in this many minutes (at least 20), the learning-rate decay laid "
-                   "over them; the checkpoint records the number run (default: no budget)")
+                   "over them, and again after any later epoch if they no longer fit; the checkpoint records the "
+                   "number run (default: no budget)")
     t.add_argument("--resume", action="store_true", help="continue the run in --out from its last.pt")
     t.add_argument("--init", type=Path, default=None, help="fine-tune: start from this run folder (its best.pt) "
                    "or .pt checkpoint, keeping its words, features, model and normalisation; the data must "
@@ -368,9 +369,10 @@ def build_parser() -> argparse.ArgumentParser:
     synth_flags(d, "--data")
     d.add_argument("--run", type=Path, default=DEFAULT_RUN, help=f"run folder (default {DEFAULT_RUN})")
     d.add_argument("--minutes", type=nonneg_float, default=15, help="time budget of the whole demo: the BiLSTM "
-                   "gets what synthesis left, less the time of 12 of its epochs kept for the head, export and "
-                   "evaluation, and lowers --epochs to fit (kws train --minutes; at least 20). 0: no budget, all "
-                   "--epochs (default 15)")
+                   f"gets what synthesis left, less the time of {DEMO_AFTER_EPOCHS[1]:g} of its epochs "
+                   f"({DEMO_AFTER_EPOCHS[0]:g} with --no-head) kept for the head, export and evaluation, and lowers "
+                   "--epochs to fit (kws train --minutes, re-checked after every epoch; at least 20). 0: no budget, "
+                   "all --epochs (default 15)")
     d.add_argument("--no-head", action="store_true", help="export the BiLSTM alone, without the embedding head "
                    "(`kws train-head`; saves 3-4 min on 2 cores; measured: FSDD's real speakers 71%% instead of 88%%)")
     train_flags(d)

@@ -127,8 +127,8 @@ def quantize(src: Path, dst: Path) -> None:
     from onnxruntime.quantization.shape_inference import quant_pre_process
     pre = dst.with_name(f".{dst.name}.pre")
     # Constant-fold first: only weights that are initializers can be quantised, and a graph may build
-    # some from constants with Concat/Reshape nodes (the dynamo exporter did so for every LSTM). onnxruntime 1.32's pre-processing folds them;
-    # 1.30's leaves some, so they are folded here first.
+    # some from constants with Concat/Reshape nodes (the dynamo exporter did so for every LSTM).
+    # onnxruntime 1.32's pre-processing folds them; 1.30's leaves some, so they are folded here first.
     model = onnx.load(str(src))
     onnx.save(_fold_constants(model), str(pre))
     quant_pre_process(str(pre), str(pre), skip_symbolic_shape=True)
