@@ -33,14 +33,16 @@ from .embedding_head import EmbeddingHead, check_features, head_path
 from .embedding_net import EmbeddingLogMel, load_pretrained
 from .speech_embedding import DIM, N_MELS, WINDOW_FRAMES, fetch_models
 from .features import MFCC
+from .malloc import keep_freed_memory
 from .plots import plot_loss
 
 
-#: Lowest per-word streaming threshold of a model with the head. Averaged with the head's, the
-#: BiLSTM's confident scores come out lower, so the BiLSTM's floor of 0.8 missed many words.
-#: Chosen on the validation stream (`kws calibrate --model M --data data/synth --minutes 120`, runs/
-#: default + head): floor 0.8 79.6% hits at 1.5 false accepts/hour, 0.7 91.3% at 2.5, 0.6 95.8% at 6.
-THRESHOLD_FLOOR = 0.7
+#: Lowest per-word streaming threshold of a model with the head. With 5 windows smoothed it was 0.7
+#: (validation stream, `kws calibrate --model M --data data/synth --minutes 120`: floor 0.8 79.6% hits
+#: at 1.5 false accepts/hour, 0.7 91.3% at 2.5, 0.6 95.8% at 6). With 3 (SMOOTH_WINDOWS), whose
+#: mean follows the scores faster, 0.8: on four head models' test hour 0.7 gave 2-7 false
+#: accepts/hour at 91.4-92.4% hits, 0.8 0-2 at 86.2-87.4% (README "Shorter smoothing, higher floor").
+THRESHOLD_FLOOR = 0.8
 
 
 class Embedder:
@@ -129,8 +131,10 @@ def save_head(path: Path, head: EmbeddingHead, logmel: EmbeddingLogMel, run_cfg:
 
 def train_head(run: Path, roots: list[Path], cfg: HeadConfig, cache_dir: Path, jobs: int = 1,
                data: PreparedData | None = None, log=print) -> dict:
-    """Train the head of ``run`` (folder with best.pt) on ``roots`` -> metrics; writes RUN/head.pt."""
+    """Train the head of ``run`` (folder with best.pt) on ``roots`` -> metrics; writes RUN/head.pt.
+    Tunes glibc's allocator for the process (pipeline/malloc.py)."""
     t0 = time.time()
+    keep_freed_memory()
     run_cfg, clf = load_model(run)
     check_features(run_cfg.features, cfg)
     logmel, net = load_pretrained()                        # fetches the graphs before any decoding

@@ -15,11 +15,20 @@ from .errors import StreamError
 from .config import REFRACTORY_MS, SMOOTH_WINDOWS
 
 
-def make_detector(scorer, threshold: float | None, smooth: int, refractory_ms: int):
+def model_smoothing(scorer, smooth: int | None) -> int:
+    """``--smooth`` when given, else the smoothing the model's threshold was calibrated for (``kws
+    calibrate`` stores it with the threshold), else SMOOTH_WINDOWS."""
+    if smooth is not None:
+        return smooth
+    c = scorer.model.calibration
+    return int(c.get("smooth", SMOOTH_WINDOWS)) if c else SMOOTH_WINDOWS
+
+
+def make_detector(scorer, threshold: float | None, smooth: int | None, refractory_ms: int):
     from .stream import Detector
     th = {} if threshold is not None else scorer.model.thresholds
     return Detector(scorer.labels, th, default=threshold if threshold is not None else 0.8,
-                    smooth=smooth, refractory_s=refractory_ms / 1000)
+                    smooth=model_smoothing(scorer, smooth), refractory_s=refractory_ms / 1000)
 
 
 def describe_thresholds(scorer, threshold: float | None) -> str:
@@ -60,6 +69,7 @@ def run_stream(a: argparse.Namespace) -> None:
         raise StreamError("give exactly one of --mic or --wav FILE")
     scorer = StreamingScorer(a.model, hop_ms=a.hop_ms, window_ms=a.window_ms)
     det = make_detector(scorer, a.threshold, a.smooth, a.refractory_ms)
+    a.smooth = det.smooth
     n_det, n_win, busy = 0, 0, 0.0
     live = sys.stderr.isatty() and not a.json
 
@@ -176,8 +186,9 @@ def add_stream_commands(add) -> None:
         sp.add_argument("--threshold", type=probability, default=None, help="detection threshold for every word "
                         "(default: per-word thresholds stored in the model at export)")
         sp.add_argument("--hop-ms", type=positive_int, default=100, help="re-score the window every N ms (multiple of 10; default 100)")
-        sp.add_argument("--smooth", type=positive_int, default=SMOOTH_WINDOWS,
-                        help=f"average the scores of the last N windows (default {SMOOTH_WINDOWS})")
+        sp.add_argument("--smooth", type=positive_int, default=None,
+                        help=f"average the scores of the last N windows (default: what the model's threshold was "
+                        f"calibrated for with `kws calibrate`, else {SMOOTH_WINDOWS})")
         sp.add_argument("--refractory-ms", type=positive_int, default=REFRACTORY_MS, help="after a detection, nothing "
                         f"fires for N ms, so a word sliding through successive windows fires once (default {REFRACTORY_MS})")
 
@@ -190,7 +201,7 @@ def add_stream_commands(add) -> None:
                    "(-70 dBFS) streamed before and after the file, as a microphone hears the room around a "
                    "word, so a word at the file's very start or end passes through the window as in a live "
                    "stream (alone, a 1-s clip fills no window); times stay the file's "
-                   "(default: the window plus the smoothing, 1500 ms; 0: the file alone)")
+                   f"(default: the window plus the smoothing, {1000 + SMOOTH_WINDOWS * 100} ms at hop 100; 0: the file alone)")
     s.add_argument("--window-ms", type=positive_int, default=None, help="window scored each hop: the model's, the length of its training clips (default 1000)")
     s.add_argument("--json", action="store_true", help='one JSON line per detection: {"time", "label", "score"}')
     s.add_argument("--seconds", type=positive_float, default=None, help="stop listening after N seconds (default: until Ctrl-C)")

@@ -185,7 +185,7 @@ def sweep_thresholds(times: np.ndarray, probs: np.ndarray, labels: list[str], ev
 
 
 def stream_eval(model: Path, data: Path, minutes: float = 10.0, json_path: Path | None = None,
-                out_dir: Path | None = None, hop_ms: int = 100, threshold: float | None = None, smooth: int = SMOOTH_WINDOWS,
+                out_dir: Path | None = None, hop_ms: int = 100, threshold: float | None = None, smooth: int | None = None,
                 refractory_ms: int = REFRACTORY_MS, seed: int = 0, noise_dirs=(), split: str = "test", log=print,
                 sweep_grid=SWEEP_THRESHOLDS) -> dict:
     scorer = StreamingScorer(model, hop_ms=hop_ms, threads=1)
@@ -205,6 +205,7 @@ def stream_eval(model: Path, data: Path, minutes: float = 10.0, json_path: Path 
 
     from .stream_cli import make_detector
     det = make_detector(scorer, threshold, smooth, refractory_ms)
+    smooth = det.smooth                          # None: the model's calibrated smoothing, else SMOOTH_WINDOWS
     step = scorer.hop_samples
     # the window scores kept for the DET replay go into arrays filled (so resident) up front: the
     # RSS growth measured below is then the streaming path's own, not this bookkeeping's
@@ -242,7 +243,7 @@ def stream_eval(model: Path, data: Path, minutes: float = 10.0, json_path: Path 
         "latency_ms_median": float(np.median(lat) * 1000) if lat else None,
         "latency_ms_p90": float(np.percentile(lat, 90) * 1000) if lat else None,
         "real_time_factor": busy / seconds, "rss_mb_start": rss0, "rss_mb_growth": rss_end - (rss_warm or rss0),
-        "dropped_samples": 0, "hop_ms": hop_ms, "windows": n_win,
+        "dropped_samples": 0, "hop_ms": hop_ms, "smooth": smooth, "windows": n_win,
         "thresholds": "global %.2f" % threshold if threshold else "per-word from the model",
         "model": str(model), "data": str(data), "split": split, "sweep": sweep,
     }

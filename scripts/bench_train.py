@@ -10,8 +10,9 @@ for a fixed number of steps after warm-up, on CUDA when present, else CPU.
     (b) project: pipeline.train_step.TrainStep, the exact step `kws train` runs: clips held as one int16
                  tensor (on the GPU when there is one), batches sliced on the device, augmentation
                  and MFCC on the whole batch on the device, bf16 autocast (on CUDA, and on CPUs
-                 with native bf16: AVX512-BF16/AMX) + cuDNN LSTM and fused AdamW on CUDA;
-                 it also times the step's input half alone, to show where a step's time goes
+                 with native bf16: AVX512-BF16/AMX) + cuDNN LSTM and fused AdamW on CUDA, glibc's
+                 allocator told to keep freed memory (pipeline/malloc.py; (a) runs first, with
+                 glibc's defaults); it also times the step's input half alone, to show where a step's time goes
 
 Last line: device=... naive_clips_per_s=... clips_per_s=... speedup=... epoch_s_85k=...
 """
@@ -34,6 +35,7 @@ from pipeline.datasets.noise import synthetic_noises  # noqa: E402
 from pipeline.features import MFCC  # noqa: E402
 from pipeline.model import BiLSTMClassifier  # noqa: E402
 from pipeline.device_clips import DeviceClips  # noqa: E402
+from pipeline.malloc import keep_freed_memory  # noqa: E402
 from pipeline.train_step import TrainStep, make_optimizer, use_bf16  # noqa: E402
 
 
@@ -131,6 +133,7 @@ def main() -> None:
     print(f"(a) naive   : {naive_cps:9.0f} clips/s  ({t_naive / steps * 1000:.0f} ms per batch of 128)", flush=True)
 
     # (b) project
+    tuned = keep_freed_memory()       # what `kws train` does first (pipeline/malloc.py); (a) ran without
     torch.manual_seed(0)
     tc = TrainConfig(batch_size=bs, lr=3e-3 * bs / 128)
     model = BiLSTMClassifier(mcfg).to(device)
@@ -155,7 +158,7 @@ def main() -> None:
     print(f"    of which the input half (augmentation, MFCC, SpecAugment) alone: {t_in / steps * 1000:.1f} ms "
           f"per batch ({100 * t_in / t_ours:.0f}%); the model's forward, backward and AdamW the rest")
     name = torch.cuda.get_device_name(device) if cuda else f"cpu ({torch.get_num_threads()} threads)"
-    name += ", bf16 autocast" if step.amp else ", fp32"
+    name += (", bf16 autocast" if step.amp else ", fp32") + (", glibc malloc kept freed memory" if tuned else "")
     print(f"device {name}; peak RSS {peak_rss_mb():.0f} MB"
           + (f"; peak GPU memory {torch.cuda.max_memory_allocated(device) / 1e9:.2f} GB" if cuda else ""))
     print(f"device={device.type} naive_clips_per_s={naive_cps:.0f} clips_per_s={cps:.0f} speedup={cps / naive_cps:.2f} "

@@ -7,6 +7,7 @@ import sys
 import pytest
 
 from conftest import REPO, kws
+from pipeline.config import SMOOTH_WINDOWS
 from test_export_runtime import BLOCK_TORCH
 
 
@@ -51,7 +52,20 @@ def test_calibrated_threshold_is_what_the_stream_uses(tiny_model, tiny_data, tmp
     r = json.loads((tmp_path / "r.json").read_text())
     assert r["hit_rate"] == pytest.approx(cal["hit_rate"], abs=1e-4)
     assert r["false_accepts_per_hour"] == pytest.approx(cal["false_accepts_per_hour"], abs=1e-3)
+    assert r["smooth"] == cal["smooth"] == SMOOTH_WINDOWS
     assert "calibration" not in OnnxModel(tiny_model).session.get_modelmeta().custom_metadata_map   # copies only
+
+
+def test_the_stream_smooths_as_the_threshold_was_calibrated(tiny_model, tmp_path):
+    """A threshold chosen for N smoothed windows holds only with N: a model calibrated with another N
+    (an older default) streams with its own unless --smooth says otherwise."""
+    from pipeline.stream import StreamingScorer
+    from pipeline.stream_cli import make_detector, model_smoothing
+    scorer = StreamingScorer(copy_model(tiny_model, tmp_path / "m"))
+    assert scorer.model.calibration is None and model_smoothing(scorer, None) == SMOOTH_WINDOWS
+    scorer.model.calibration = {"threshold": 0.9, "smooth": SMOOTH_WINDOWS + 2}
+    assert make_detector(scorer, None, None, 1500).smooth == SMOOTH_WINDOWS + 2
+    assert make_detector(scorer, None, 1, 1500).smooth == 1
 
 
 def test_choose_most_hits_at_or_under_the_target():

@@ -6,6 +6,7 @@ import pytest
 
 from conftest import kws
 from pipeline.audio import noise_floor, read_audio, write_wav
+from pipeline.config import SMOOTH_WINDOWS
 from pipeline.runtime import OnnxModel
 from pipeline.stream import Detector, RingBuffer, StreamingScorer, with_quiet_margins
 
@@ -87,16 +88,17 @@ def test_stream_wav_quiet_margins(tiny_model, real_clips):
     alone = kws("stream", "--model", tiny_model, "--wav", clip, "--margin-ms", "0")
     assert "; 0 windows" in alone.stderr
     p = kws("stream", "--model", tiny_model, "--wav", clip, "--json", "--threshold", "0.05")
-    quiet = noise_floor(24000)                            # 1 s window + 5 windows of 100 ms smoothing
+    margin = 1.0 + SMOOTH_WINDOWS * 0.1                   # 1 s window + the smoothed windows of 100 ms
+    quiet = noise_floor(int(round(16000 * margin)))
     scorer = StreamingScorer(tiny_model, hop_ms=100)
     windows = scorer.push(np.concatenate([quiet, x, quiet]))
-    assert f"; {len(windows)} windows" in p.stderr and len(windows) >= 30
+    assert f"; {len(windows)} windows" in p.stderr and len(windows) >= 26
     det = Detector(scorer.labels, {}, default=0.05)
-    expected = [(d.time, d.label) for t, probs in windows if (d := det.update(t - 1.5, probs))]
+    expected = [(d.time, d.label) for t, probs in windows if (d := det.update(t - margin, probs))]
     got = [(d["time"], d["label"]) for d in map(json.loads, p.stdout.splitlines())]
     assert len(got) == len(expected) >= 1
     assert all(abs(a[0] - b[0]) < 1e-6 and a[1] == b[1] for a, b in zip(got, expected))
-    assert all(-1.5 < t < 2.5 for t, _ in got)
+    assert all(-margin < t < 1.0 + margin for t, _ in got)
     framed, offset = with_quiet_margins(x, scorer, margin_ms=1234)
     assert offset == pytest.approx(1.3) and len(framed) == 16000 + 2 * 20800      # whole hops
 
