@@ -121,7 +121,7 @@ def train(cfg: RunConfig, data: PreparedData, run_dir: Path, device: torch.devic
     so far (a busy machine's epochs slow down: 24 s for the first, 30-35 s later on one such run) and
     the epochs only ever lowered, the decay laid over the rest. ``after_epochs``: time for what
     follows the training, in epochs of this machine (``budget_epochs``). Tunes glibc's allocator for
-    the process (pipeline/malloc.py: a CPU step 20-30% faster)."""
+    the process (pipeline/malloc.py: a CPU epoch about 20% faster)."""
     t_start = time.time()
     keep_freed_memory()
     distributed = int(os.environ.get("WORLD_SIZE", "1")) > 1
