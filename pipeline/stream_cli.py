@@ -69,7 +69,6 @@ def run_stream(a: argparse.Namespace) -> None:
         raise StreamError("give exactly one of --mic or --wav FILE")
     scorer = StreamingScorer(a.model, hop_ms=a.hop_ms, window_ms=a.window_ms)
     det = make_detector(scorer, a.threshold, a.smooth, a.refractory_ms)
-    a.smooth = det.smooth
     n_det, n_win, busy = 0, 0, 0.0
     live = sys.stderr.isatty() and not a.json
 
@@ -96,7 +95,7 @@ def run_stream(a: argparse.Namespace) -> None:
     t0 = time.perf_counter()
     if a.wav:
         x = read_audio(a.wav, scorer.sample_rate)
-        streamed, offset = with_quiet_margins(x, scorer, a.margin_ms, a.smooth)
+        streamed, offset = with_quiet_margins(x, scorer, a.margin_ms, det.smooth)
         for i in range(0, len(streamed), scorer.hop_samples):
             handle(streamed[i:i + scorer.hop_samples])
         audio_s = len(x) / scorer.sample_rate

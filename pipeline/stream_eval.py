@@ -205,7 +205,7 @@ def stream_eval(model: Path, data: Path, minutes: float = 10.0, json_path: Path 
 
     from .stream_cli import make_detector
     det = make_detector(scorer, threshold, smooth, refractory_ms)
-    smooth = det.smooth                          # None: the model's calibrated smoothing, else SMOOTH_WINDOWS
+    smooth = det.smooth                          # as resolved: the argument, the model's calibrated one, or SMOOTH_WINDOWS
     step = scorer.hop_samples
     # the window scores kept for the DET replay go into arrays filled (so resident) up front: the
     # RSS growth measured below is then the streaming path's own, not this bookkeeping's

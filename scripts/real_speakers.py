@@ -38,7 +38,7 @@ def target_accuracy(report: dict) -> tuple[float, int]:
 def stream_clips(model: Path, root: Path, threshold: float | None) -> dict:
     """Each clip of ``root``/<word>/*.wav streamed on its own, as `kws stream --wav` does."""
     from pipeline.audio import read_audio
-    from pipeline.config import REFRACTORY_MS, SMOOTH_WINDOWS
+    from pipeline.config import REFRACTORY_MS
     from pipeline.stream import StreamingScorer, with_quiet_margins
     from pipeline.stream_cli import make_detector
     scorer = StreamingScorer(model)
@@ -47,8 +47,8 @@ def stream_clips(model: Path, root: Path, threshold: float | None) -> dict:
     files = sorted(root.glob("*/*.wav"))
     for f in tqdm(files, desc=root.name, unit="clip", leave=False):
         scorer.reset()
-        det = make_detector(scorer, threshold, SMOOTH_WINDOWS, REFRACTORY_MS)
-        x, offset = with_quiet_margins(read_audio(f, scorer.sample_rate), scorer)
+        det = make_detector(scorer, threshold, None, REFRACTORY_MS)          # the model's own smoothing
+        x, offset = with_quiet_margins(read_audio(f, scorer.sample_rate), scorer, smooth=det.smooth)
         fired = [d.label for t, p in scorer.push(x) if (d := det.update(t - offset, p))]
         word = f.parent.name
         if word in known:
