@@ -54,8 +54,9 @@ class MFCC(nn.Module):
             re, im = spec[:, :self.n_used], spec[:, self.n_used:]                   # (batch, F, frames)
             return (re * re + im * im).transpose(1, 2)
         spec = torch.stft(wave, cfg.n_fft, cfg.hop_length, window=self.window, center=False,
-                          return_complex=True)                                      # (batch, n_freqs, frames)
-        return spec[:, :bins or self.n_used].abs().pow(2).transpose(1, 2)
+                          return_complex=True)[:, :bins or self.n_used]             # (batch, bins, frames)
+        # re^2 + im^2 as the real part of spec * conj(spec): a third of abs().pow(2)'s time on a CPU
+        return (spec * spec.conj()).real.transpose(1, 2).contiguous()
 
     def warped_filterbank(self, warp: torch.Tensor) -> tuple[torch.Tensor, int]:
         """Vocal tract length perturbation: (batch,) factors -> per-item mel filterbanks

@@ -124,3 +124,27 @@ def test_trimmed_recordings_keep_the_word_and_a_margin_and_silence_the_rest():
     assert (first[trimmed] >= 6000 - 1600 - 160).all() and (first[trimmed] <= 6000 - 320 + 160).all()
     assert (last[trimmed] >= 10000 + 320 - 160).all() and (last[trimmed] <= 10000 + 1600 + 160).all()
     assert nz[~trimmed].all()                                             # the others keep their noise
+
+
+def test_speed_and_shift_is_linear_interpolation_at_the_drawn_positions():
+    """Each output sample is the input linearly interpolated at (i - n/2) * rate + n/2 + shift,
+    zero beyond one sample outside the clip (numpy's interp as the reference)."""
+    from pipeline.datasets.augment import _uniform
+    cfg = AugmentConfig(speed=(0.85, 1.15), shift_ms=100.0)
+    aug = Augmenter(cfg, FeatureConfig(), [], "cpu")
+    t = torch.arange(16000) / 16000
+    x = sum(a * torch.sin(2 * np.pi * f * t + f) for a, f in ((0.3, 150.0), (0.1, 700.0), (0.05, 2100.0)))
+    x = x * torch.linspace(0.5, 1.5, 6).unsqueeze(1)       # (6, 16000): each row its own level
+    torch.manual_seed(3)
+    y, _ = aug.speed_and_shift(x)
+    torch.manual_seed(3)                                   # the same draws, in the same order
+    rate, shift = _uniform(cfg.speed, 6, "cpu"), _uniform((-1.0, 1.0), 6, "cpu") * 0.1 * 16000
+    n = 16000
+    for i in range(6):
+        pos = (np.arange(n) - n / 2) * rate[i].item() + n / 2 + shift[i].item()
+        want = np.interp(pos, np.arange(n), x[i].numpy(), left=0.0, right=0.0)
+        inside = (pos >= 0) & (pos <= n - 1)
+        assert inside.sum() > 0.8 * n
+        # positions are float32 (an ulp at 16,000 is 0.001 sample): the error is slope x 0.001
+        np.testing.assert_allclose(y[i].numpy()[inside], want[inside], atol=5e-4)
+        assert np.all(y[i].numpy()[(pos < -1) | (pos > n)] == 0)

@@ -116,7 +116,6 @@ def test_train_step_gives_each_tower_its_own_loss():
     step = TrainStep(model, model, MFCC(feats), Augmenter(tc.augment, feats, [], "cpu"),
                      torch.optim.AdamW(model.parameters()), tc, torch.device("cpu"), amp=False)
     x, y = 0.1 * torch.randn(6, 16000), torch.tensor([0, 1, 2, 3, 0, 1])
-    x[:, -1] = 0.0                      # the resampling in speed_and_shift zeroes the last sample
     with torch.no_grad():
         towers = model(MFCC(feats)(x), towers=True)
     loss, logits, _ = step(x, y)

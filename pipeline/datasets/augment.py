@@ -96,13 +96,15 @@ class Augmenter:
             shift = (u - n / 2) * rate + n / 2 - s
         else:
             shift = _uniform((-1.0, 1.0), b, dev) * self.cfg.shift_ms * 1e-3 * self.feats.sample_rate
+            if tuple(self.cfg.speed) == (1.0, 1.0) and self.cfg.shift_ms == 0:
+                return x, cut                                        # neither configured: the clip as it is
         pos = (torch.arange(n, device=dev).float() - n / 2) * rate.unsqueeze(1) + n / 2 + shift.unsqueeze(1)
-        lo_i = pos.floor().long()
-        frac = pos - lo_i
-        valid = (lo_i >= 0) & (lo_i < n - 1)
-        lo_i = lo_i.clamp(0, n - 2)
-        y = torch.gather(x, 1, lo_i) * (1 - frac) + torch.gather(x, 1, lo_i + 1) * frac
-        return y * valid, cut
+        # output sample i = input at fractional position pos[i], linear interpolation, zero outside
+        # the clip: grid_sample's one kernel (a third of the time of floor/gather/blend on a CPU)
+        grid = torch.stack([pos * (2.0 / (n - 1)) - 1.0, torch.zeros_like(pos)], dim=-1)  # (batch, n, 2)
+        y = torch.nn.functional.grid_sample(x.view(b, 1, 1, n), grid.unsqueeze(1), mode="bilinear",
+                                            padding_mode="zeros", align_corners=True)
+        return y.view(b, n), cut
 
     def channel(self, x: torch.Tensor) -> torch.Tensor:
         """Band/EQ on ``band_prob`` of the clips and reverb on ``reverb_prob``, one FFT for both;
@@ -143,8 +145,8 @@ class Augmenter:
         if self.noise is None:
             return x
         b, n = x.shape
-        starts = torch.randint(0, self.noise.numel() - n, (b, 1), device=x.device)
-        noise = self.noise[starts + torch.arange(n, device=x.device)]
+        starts = torch.randint(0, self.noise.numel() - n, (b,), device=x.device)
+        noise = self.noise.unfold(0, n, 1)[starts]           # (batch, n): rows of a view, no index array
         p_sig = x.pow(2).mean(dim=1, keepdim=True).clamp(min=1e-10)
         snr = _uniform(self.cfg.snr_db, b, x.device).unsqueeze(1)
         scale = torch.sqrt(p_sig / 10 ** (snr / 10))
