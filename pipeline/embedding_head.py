@@ -29,7 +29,7 @@ from .config import FeatureConfig, HeadConfig
 from .embedding_net import N_FFT, HOP, EmbeddingLogMel, EmbeddingNet
 from .errors import CheckpointError, ConfigError
 from .features import MFCC
-from .model import log_mean_probs
+from .model import WordDropout, log_mean_probs
 from .speech_embedding import DIM, N_MELS, WINDOW_FRAMES, window_starts
 
 
@@ -52,8 +52,9 @@ class MLPHead(nn.Module):
         super().__init__()
         self.context = cfg.context
         h = cfg.hidden
-        self.net = nn.Sequential(nn.Linear(cfg.context * DIM, h), nn.LayerNorm(h), nn.ReLU(), nn.Dropout(cfg.dropout),
-                                 nn.Linear(h, h), nn.LayerNorm(h), nn.ReLU(), nn.Dropout(cfg.dropout),
+        # WordDropout: nn.Dropout's per-value bernoulli_ was half of a training step on a CPU
+        self.net = nn.Sequential(nn.Linear(cfg.context * DIM, h), nn.LayerNorm(h), nn.ReLU(), WordDropout(cfg.dropout),
+                                 nn.Linear(h, h), nn.LayerNorm(h), nn.ReLU(), WordDropout(cfg.dropout),
                                  nn.Linear(h, n_classes))
 
     def forward(self, vec: torch.Tensor) -> torch.Tensor:

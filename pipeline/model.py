@@ -41,6 +41,21 @@ def word_dropout(x: torch.Tensor, p: float) -> torch.Tensor:
     return x * (draws >= round(p * 32768)) * (1.0 / (1.0 - p))
 
 
+class WordDropout(nn.Module):
+    """nn.Dropout with :func:`word_dropout`'s mask in training; the identity in evaluation (and so
+    in the exported graphs). No state: a model saved with nn.Dropout in its place loads as it was."""
+
+    def __init__(self, p: float):
+        super().__init__()
+        self.p = p
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return word_dropout(x, self.p) if self.training and self.p > 0 else x
+
+    def extra_repr(self) -> str:
+        return f"p={self.p}"
+
+
 def run_lstm(lstm: nn.LSTM, x: torch.Tensor) -> torch.Tensor:
     """(batch, steps, width) -> (batch, steps, 2 * hidden): ``lstm(x)[0]`` for a batch-first
     bidirectional LSTM. Training on a CPU with dropout between layers, it runs one layer at a time
