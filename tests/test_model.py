@@ -146,3 +146,8 @@ def test_word_dropout_keeps_1_minus_p_of_the_values_scaled():
     torch.manual_seed(0)
     assert torch.equal(word_dropout(x, 0.15), y)     # seeded: the same mask
     assert not torch.equal(word_dropout(x, 0.15), y)
+    from pipeline.model import WordDropout          # the module form (the embedding head's MLP)
+    d = WordDropout(0.15)
+    torch.manual_seed(0)
+    assert torch.equal(d.train()(x), y)
+    assert d.eval()(x) is x and d.state_dict() == {} and "p=0.15" in repr(d)
