@@ -32,8 +32,8 @@ def log_mean_probs(logits: torch.Tensor) -> torch.Tensor:
 def word_dropout(x: torch.Tensor, p: float) -> torch.Tensor:
     """Dropout (training) whose mask comes from 64-bit random words cut into four 15-bit draws:
     a quarter of the generator calls of ``F.dropout``'s per-element ``bernoulli_``, which on a
-    CPU is single-threaded and took 37 ms a step for the (128, 49, 256) activations between the
-    default model's LSTM layers (this: 11 ms). Keep probability 1 - p to 1/32768; kept values are
+    2-core CPU took 37 ms a step for the (128, 49, 256) activations between the default model's
+    LSTM layers (this: 11 ms). Keep probability 1 - p to 1/32768; kept values are
     scaled by 1 / (1 - p), as F.dropout does."""
     n = x.numel()
     words = torch.empty((n + 3) // 4, dtype=torch.int64, device=x.device).random_()
