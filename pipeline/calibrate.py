@@ -46,12 +46,12 @@ def choose(sweep: list[dict], target_fa: float) -> dict | None:
 
 def graphs(model: Path) -> list[Path]:
     """The graphs whose metadata carries the thresholds: the model, its .frames graph, its .cached
-    graph where it has one (the embedding head) and its .frontend and .embed graphs (not the float
-    ones that an INT8 model shares with the float model)."""
+    graph where it has one (the embedding head) and its .frontend, .embed_stem and .embed_tail graphs
+    (not the float ones that an INT8 model shares with the float model)."""
     paths = [model, sibling(model, "frames")]
     if not model.name.endswith(".int8.onnx"):
         paths.append(sibling(model, "frontend"))
-    kinds = ("cached",) if model.name.endswith(".int8.onnx") else ("cached", "embed")
+    kinds = ("cached",) if model.name.endswith(".int8.onnx") else ("cached", "embed_stem", "embed_tail")
     return paths + [sibling(model, k) for k in kinds if sibling(model, k).is_file()]
 
 

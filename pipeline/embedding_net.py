@@ -16,6 +16,15 @@ streaming-safe), and without it the head scored the same on real speakers (READM
 ``EmbeddingNet``: (n, 76, 32) log-mel windows -> (n, 96). Convolutions (batch norm folded in),
 LeakyReLU 0.2, max(., -0.4), max-pooling, exactly as in ``embedding_model.onnx``.
 
+``split_net``: the network as a convolutional stem and a tail, for a stream (README: "The
+embedding's stem cache"). Its convolutions are "valid" along time (padding only across the mel
+bins), so up to its second pooling in time the network is a function of absolute frames: a window
+``stride`` frames later shares all but ``stride / 2`` of its stem positions with the window before.
+``EmbeddingStem``: the stem as a stream, (1, frames, 32) and each convolution's last rows ->
+(1, 72, frames / 2, 8), a position per 2 frames, from the 22 frames up to it, and the new rows;
+``EmbeddingTail``: (n, 72, 28, 8), the 28 positions of a 76-frame window -> (n, 96). A stream
+keeps the positions by absolute frame and runs the stem only on the hop's new frames.
+
 Both are built from the ONNX initializers once (``from_onnx``); their weights then live in the
 checkpoint, so a trained run exports without the graphs.
 """
@@ -56,11 +65,20 @@ class EmbeddingLogMel(nn.Module):
         m.mel.copy_(torch.from_numpy(np.array(mel)))
         return m
 
+    def used_bins(self) -> tuple[int, int]:
+        """(first, last + 1) of the DFT bins the mel filters use: bins 2..121 (60 Hz .. 3.8 kHz) of 257
+        upstream. Only those are computed (a constant in an exported graph)."""
+        used = torch.nonzero(self.mel.abs().sum(dim=1)).flatten().tolist()
+        return (used[0], used[-1] + 1) if used else (0, 1)
+
     def forward(self, wave: torch.Tensor) -> torch.Tensor:
+        lo, hi = self.used_bins()
+        n = self.mel.shape[0]
+        dft = torch.cat([self.dft[lo:hi], self.dft[n + lo:n + hi]])                 # (2 * used, 1, 400)
         # the upstream graph takes int16-scaled samples
-        spec = nn.functional.conv1d(wave.unsqueeze(1) * 32767.0, self.dft, stride=HOP)   # (batch, 514, frames)
-        power = spec[:, :257] ** 2 + spec[:, 257:] ** 2
-        mel = power.transpose(1, 2) @ self.mel                                     # (batch, frames, 32)
+        spec = nn.functional.conv1d(wave.unsqueeze(1) * 32767.0, dft, stride=HOP)     # (batch, 2 * used, frames)
+        power = spec[:, :hi - lo] ** 2 + spec[:, hi - lo:] ** 2
+        mel = power.transpose(1, 2) @ self.mel[lo:hi]                              # (batch, frames, 32)
         return torch.log10(mel.clamp_min(1e-10)) + 2.0                            # 10 log10(.) / 10 + 2
 
 
@@ -122,6 +140,87 @@ class EmbeddingNet(nn.Module):
         return y.flatten(1)
 
 
+class EmbeddingStem(nn.Module):
+    """``EmbeddingNet``'s layers before the split, run as a stream: each call takes the next frames
+    and every convolution's last input rows from the call before (its state), so no frame is
+    convolved twice.
+
+    (1, frames, 32), states -> (1, channels, frames / time_stride, bins), new states. Output j of a
+    call whose first frame is c covers frames [c + time_stride * (j + 1) - field, c + time_stride * (j + 1)).
+    From zero states (``zero_states``) the first ``field / time_stride - 1`` outputs see the zeros
+    and are not positions of the network; from there on they are. ``frames`` must be a multiple of
+    ``time_stride``."""
+
+    def __init__(self, layers: list[nn.Module], time_stride: int, field: int):
+        super().__init__()
+        self.layers = nn.ModuleList(layers)
+        self.time_stride, self.field = time_stride, field
+
+    def zero_states(self, bins: int = 32) -> list[torch.Tensor]:
+        """One (1, channels, kernel rows - 1, bins) zero tensor per convolution taller than one row."""
+        out, x = [], torch.zeros(1, 1, self.field, bins)
+        for m in self.layers:
+            if isinstance(m, nn.Conv2d) and m.kernel_size[0] > 1:
+                out.append(torch.zeros(1, x.shape[1], m.kernel_size[0] - 1, x.shape[3]))
+            x = m(x)
+        return out
+
+    def forward(self, logmel: torch.Tensor, *states: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        x, new, k = logmel.unsqueeze(1), [], 0
+        for m in self.layers:
+            if isinstance(m, nn.Conv2d) and m.kernel_size[0] > 1:
+                x = torch.cat([states[k], x], dim=2)
+                new.append(x[:, :, x.shape[2] - (m.kernel_size[0] - 1):])
+                k += 1
+            x = m(x)
+        return (x, *new)
+
+
+class EmbeddingTail(nn.Module):
+    """(n, channels, positions of one window, bins) -> (n, 96): ``EmbeddingNet``'s layers after the split."""
+
+    def __init__(self, layers: list[nn.Module]):
+        super().__init__()
+        self.layers = nn.Sequential(*layers)
+
+    def forward(self, stem: torch.Tensor) -> torch.Tensor:
+        return self.layers(stem).flatten(1)
+
+
+def split_net(net: EmbeddingNet, stride: int) -> tuple[EmbeddingStem, EmbeddingTail]:
+    """Cut ``net`` before a pooling: -> (stem, tail), sharing ``net``'s modules, with
+    tail(positions of a 76-frame window w) == net(w). The cut is the deepest one where windows
+    ``stride`` frames apart share positions (the stem's time stride divides ``stride``) and the
+    stream's rows line up with the network's (each pooling in time pairs the rows the network pairs,
+    and the field is a whole number of strides). For the default stride 10 the stem ends before the
+    second time pooling: time stride 2, field 22 frames."""
+    cuts = [i for i, (kind, *_) in enumerate(net.spec) if kind == "pool"] + [len(net.spec)]
+    best = 0
+    for cut in cuts:
+        jump, field, ok = 1, 1, True
+        for kind, *args in net.spec[:cut]:
+            kt = args[2] if kind == "conv" else args[0][0] if kind == "pool" else 1
+            if kind == "pool":
+                ok &= (field - jump) % (jump * kt) == 0
+            field += (kt - 1) * jump
+            jump *= kt if kind == "pool" else 1
+        if not ok or stride % jump or field % jump:
+            break
+        best = cut
+    jump, field = 1, 1
+    for kind, *args in net.spec[:best]:
+        kt = args[2] if kind == "conv" else args[0][0] if kind == "pool" else 1
+        field += (kt - 1) * jump
+        jump *= kt if kind == "pool" else 1
+    mods = list(net.layers)
+    return EmbeddingStem(mods[:best], jump, field), EmbeddingTail(mods[best:])
+
+
+def stem_positions(stem: EmbeddingStem, frames: int) -> int:
+    """Positions of the network in ``frames`` frames (pooling drops a trailing odd row, as ``net`` does)."""
+    return (frames - stem.field) // stem.time_stride + 1
+
+
 class _LeakyFloor(nn.Module):
     """max(LeakyReLU(x, alpha), floor)."""
 
@@ -144,4 +243,5 @@ def load_pretrained(model_dir: Path | None = None) -> tuple[EmbeddingLogMel, Emb
     return mel, net
 
 
-__all__ = ["EmbeddingLogMel", "EmbeddingNet", "load_pretrained", "window_starts"]
+__all__ = ["EmbeddingLogMel", "EmbeddingNet", "EmbeddingStem", "EmbeddingTail", "load_pretrained", "split_net",
+           "stem_positions", "window_starts"]

@@ -10,10 +10,14 @@ Three graphs, each carrying the same metadata (labels, sample rate, config JSON,
     model.frontend.onnx  waveform (1, samples), any length >= n_fft -> frames (1, frames, n_mfcc):
                          the stream computes only the new frames of each hop with it
 
-With the embedding head two more, for the stream's vector cache (pipeline/stream.py):
+With the embedding head three more, for the stream's stem and vector caches (pipeline/stream.py):
 
-    model.embed.onnx     embedding log-mel windows (windows, 76, 32) -> vectors (windows, 96)
-    model.cached.onnx    frames (batch, n_frames, n_mfcc) and vectors (batch, head windows, 96) -> probs
+    model.embed_stem.onnx  the embedding's convolutional stem as a stream (embedding_net.EmbeddingStem):
+                           the next log-mel frames (1, 2k, 32) and the state its last call returned
+                           (state0..7, the last rows of its convolutions) -> k positions (1, 72, k, 8)
+                           and the new state; metadata ``embed_stem``: its time stride and field
+    model.embed_tail.onnx  one window's positions (windows, 72, 28, 8) -> vectors (windows, 96)
+    model.cached.onnx      frames (1, n_frames, n_mfcc) and vectors (1, head windows, 96) -> probs
 
 ``--int8`` adds ``model.int8.onnx`` and ``model.frames.int8.onnx`` (and ``model.cached.int8.onnx``;
 onnxruntime dynamic quantisation).
@@ -36,6 +40,7 @@ import torch
 
 from .config import HeadConfig, RunConfig
 from .embedding_head import CachedHead, HeadFrontend, WithHead, head_path, load_head
+from .embedding_net import split_net, stem_positions
 from .ensemble import load_ensemble, mean_thresholds
 from .errors import ConfigError, ModelError
 from .features import MFCC
@@ -58,7 +63,7 @@ def metadata(cfg: RunConfig, kind: str, thresholds: dict[str, float], members: l
 
 
 def _export(module: torch.nn.Module, example: torch.Tensor | tuple[torch.Tensor, ...], path: Path,
-            in_name: str | list[str], out_name: str, dynamic: dict[int, tuple[str, int]] | list[dict],
+            in_name: str | list[str], out_name: str | list[str], dynamic: dict[int, tuple[str, int]] | list[dict],
             meta: dict[str, str], dynamo: bool = False) -> None:
     """Export ``module`` on ``example`` (one input or a tuple), with ``dynamic``: {axis: (name, min)} per
     input (the output's first axis follows the first input's), then add ``meta``, check and rename
@@ -73,10 +78,11 @@ def _export(module: torch.nn.Module, example: torch.Tensor | tuple[torch.Tensor,
     complex STFT, which only that exporter takes)."""
     examples = example if isinstance(example, tuple) else (example,)
     names = in_name if isinstance(in_name, list) else [in_name]
+    outs = out_name if isinstance(out_name, list) else [out_name]
     dyn = dynamic if isinstance(dynamic, list) else [dynamic]
     axes = {n: {i: name for i, (name, _) in d.items()} for n, d in zip(names, dyn)}
     if 0 in dyn[0]:
-        axes[out_name] = {0: dyn[0][0][0]}
+        axes[outs[0]] = {0: dyn[0][0][0]}
     tmp = path.with_name(f".{path.name}.tmp")
     with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
         warnings.simplefilter("ignore")
@@ -84,10 +90,10 @@ def _export(module: torch.nn.Module, example: torch.Tensor | tuple[torch.Tensor,
         if dynamo:
             shapes = tuple({i: torch.export.Dim(n, min=m) for i, (n, m) in d.items()} for d in dyn)
             torch.onnx.export(module.eval(), examples, str(tmp), dynamo=True, input_names=names,
-                              output_names=[out_name], dynamic_shapes=shapes, external_data=False, verbose=False)
+                              output_names=outs, dynamic_shapes=shapes, external_data=False, verbose=False)
         else:
             torch.onnx.export(module.eval(), examples, str(tmp), dynamo=False, input_names=names,
-                              output_names=[out_name], dynamic_axes=axes, opset_version=OPSET)
+                              output_names=outs, dynamic_axes=axes, opset_version=OPSET)
     model = onnx.load(str(tmp))
     for k, v in meta.items():
         model.metadata_props.add(key=k, value=v)
@@ -175,8 +181,8 @@ def export_run(run: Path | list[Path], out: Path | None = None, int8: bool = Fal
     if out.suffix != ".onnx":
         raise ConfigError(f"--out {out}: give a file name ending in .onnx (or a folder, for FOLDER/model.onnx)")
     out.parent.mkdir(parents=True, exist_ok=True)
-    stem = out.with_suffix("")
-    paths = {"model": out, "frames": Path(f"{stem}.frames.onnx"), "frontend": Path(f"{stem}.frontend.onnx")}
+    base = out.with_suffix("")
+    paths = {"model": out, "frames": Path(f"{base}.frames.onnx"), "frontend": Path(f"{base}.frontend.onnx")}
     f = cfg.features
     hcfg, logmel, width = None, None, f.n_mfcc
     if head and head_path(runs[0]).is_file():
@@ -198,23 +204,37 @@ def export_run(run: Path | list[Path], out: Path | None = None, int8: bool = Fal
     _export(FramesClassifier(clf), feats, paths["frames"], "frames", "probs", {0: ("batch", 1)}, meta("frames"))
     _export(frontend(True), torch.zeros(1, f.clip_samples), paths["frontend"], "waveform", "frames",
             {1: ("samples", f.n_fft)}, meta("frontend"))
+    Path(f"{base}.embed.onnx").unlink(missing_ok=True)         # the whole embedding, before the stem cache
     if hcfg is not None:
-        # the stream's vector cache: each 76-frame window embedded once, its vector kept for later hops
-        paths["embed"], paths["cached"] = Path(f"{stem}.embed.onnx"), Path(f"{stem}.cached.onnx")
-        _export(clf.head.embedding, torch.zeros(2, WINDOW_FRAMES, N_MELS), paths["embed"], "logmel", "vectors",
-                {0: ("windows", 1)}, meta("embed"))
-        _export(CachedHead(clf), (torch.zeros(2, f.n_frames, f.n_mfcc), torch.zeros(2, hcfg.windows, DIM)),
-                paths["cached"], ["frames", "vectors"], "probs", [{0: ("batch", 1)}, {0: ("batch", 1)}], meta("cached"))
+        # the stream's caches: the embedding's stem run once per frame, each window's vector once
+        for k in ("embed_stem", "embed_tail", "cached"):
+            paths[k] = Path(f"{base}.{k}.onnx")
+        stem, tail = split_net(clf.head.embedding, hcfg.stride)
+        geometry = json.dumps({"time_stride": stem.time_stride, "field": stem.field})
+        states = stem.zero_states(N_MELS)
+        names = [f"state{i}" for i in range(len(states))]
+        _export(stem, (torch.zeros(1, 10 * stem.time_stride, N_MELS), *states), paths["embed_stem"],
+                ["logmel", *names], ["stem", *(f"{n}_out" for n in names)],
+                [{1: ("frames", stem.time_stride)}] + [{}] * len(states), {**meta("embed_stem"), "embed_stem": geometry})
+        with torch.no_grad():      # the positions of one window: the stem from zero states, less those that saw them
+            d, n = stem.time_stride, stem_positions(stem, WINDOW_FRAMES)
+            g = stem.field // d - 1
+            one = stem(torch.zeros(1, -(-WINDOW_FRAMES // d) * d, N_MELS), *states)[0][:, :, g:g + n]
+        assert one.shape[2] == n
+        _export(tail, one.expand(2, -1, -1, -1).contiguous(), paths["embed_tail"], "stem", "vectors",
+                {0: ("windows", 1)}, meta("embed_tail"))
+        _export(CachedHead(clf), (torch.zeros(1, f.n_frames, f.n_mfcc), torch.zeros(1, hcfg.windows, DIM)),
+                paths["cached"], ["frames", "vectors"], "probs", [{}, {}], meta("cached"))
     else:                   # a head's graphs from an earlier export would no longer match these
-        for name in ("embed.onnx", "cached.onnx", "cached.int8.onnx"):
-            Path(f"{stem}.{name}").unlink(missing_ok=True)
+        for name in ("embed_stem.onnx", "embed_tail.onnx", "cached.onnx", "cached.int8.onnx"):
+            Path(f"{base}.{name}").unlink(missing_ok=True)
     if int8:
-        paths["model_int8"] = Path(f"{stem}.int8.onnx")
-        paths["frames_int8"] = Path(f"{stem}.frames.int8.onnx")
+        paths["model_int8"] = Path(f"{base}.int8.onnx")
+        paths["frames_int8"] = Path(f"{base}.frames.int8.onnx")
         quantize(paths["model"], paths["model_int8"])
         quantize(paths["frames"], paths["frames_int8"])
         if hcfg is not None:
-            paths["cached_int8"] = Path(f"{stem}.cached.int8.onnx")
+            paths["cached_int8"] = Path(f"{base}.cached.int8.onnx")
             quantize(paths["cached"], paths["cached_int8"])
 
     x = check_clips if check_clips is not None else (np.random.default_rng(0).standard_normal((4, f.clip_samples)) * 0.1)
@@ -237,14 +257,24 @@ def export_run(run: Path | list[Path], out: Path | None = None, int8: bool = Fal
 
 
 def _cached_scores(paths: dict[str, Path], x: np.ndarray, starts: list[int], n_mfcc: int) -> np.ndarray:
-    """(batch, clip_samples) -> (batch, classes) through the frontend, embed and cached graphs, as the stream runs them."""
+    """(batch, clip_samples) -> (batch, classes) through the frontend, embed_stem, embed_tail and cached
+    graphs, as the stream starts: the stem from zero states over the frames from the first window's
+    start, less its outputs that saw the zero states."""
     import onnxruntime as ort
-    sessions = {k: ort.InferenceSession(str(paths[k]), providers=["CPUExecutionProvider"]) for k in ("frontend", "embed", "cached")}
+    sessions = {k: ort.InferenceSession(str(paths[k]), providers=["CPUExecutionProvider"])
+                for k in ("frontend", "embed_stem", "embed_tail", "cached")}
     run = lambda name, feeds: sessions[name].run(None, feeds)[0]
+    geometry = json.loads(sessions["embed_stem"].get_modelmeta().custom_metadata_map["embed_stem"])
+    d, field = geometry["time_stride"], geometry["field"]
+    zeros = {i.name: np.zeros(i.shape, np.float32) for i in sessions["embed_stem"].get_inputs()[1:]}
+    n = sessions["embed_tail"].get_inputs()[0].shape[2]                              # positions per window
     out = []
     for clip in x:
         feats = run("frontend", {"waveform": clip[None]})                                 # (1, frames, n_mfcc + 32)
-        wins = np.stack([feats[0, s:s + WINDOW_FRAMES, n_mfcc:] for s in starts])
-        vec = run("embed", {"logmel": wins})[None]
-        out.append(run("cached", {"frames": feats[:, :, :n_mfcc], "vectors": vec})[0])
+        logmel = feats[:, starts[0]:, n_mfcc:]
+        logmel = np.ascontiguousarray(logmel[:, :logmel.shape[1] // d * d])
+        stem = run("embed_stem", {"logmel": logmel, **zeros})[:, :, field // d - 1:]   # position k: frame starts[0] + d k
+        wins = np.stack([stem[0, :, (s - starts[0]) // d:(s - starts[0]) // d + n] for s in starts])
+        vec = run("embed_tail", {"stem": wins})[None]
+        out.append(run("cached", {"frames": np.ascontiguousarray(feats[:, :, :n_mfcc]), "vectors": vec})[0])
     return np.stack(out)

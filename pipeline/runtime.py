@@ -79,14 +79,14 @@ class OnnxModel:
 
 
 def sibling(path: Path, kind: str) -> Path:
-    """model.onnx -> model.frames.onnx / model.frontend.onnx / model.embed.onnx / model.cached.onnx (and
-    model.int8.onnx -> model.frames.int8.onnx, model.cached.int8.onnx; the front-end and the embedding
-    stay float)."""
+    """model.onnx -> model.frames.onnx / model.frontend.onnx / model.embed_stem.onnx / model.embed_tail.onnx /
+    model.cached.onnx (and model.int8.onnx -> model.frames.int8.onnx, model.cached.int8.onnx; the
+    front-end and the embedding stay float)."""
     name = path.name
     if name.endswith(".int8.onnx"):
         base, tail = name[: -len(".int8.onnx")], ".int8.onnx"
     else:
         base, tail = name[: -len(".onnx")], ".onnx"
-    if kind in ("frontend", "embed"):
+    if kind in ("frontend", "embed_stem", "embed_tail"):
         tail = ".onnx"
     return path.with_name(f"{base}.{kind}{tail}")

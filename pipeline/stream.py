@@ -8,11 +8,15 @@ window equal the offline front-end's frames of the same samples (frames are not 
 there is no per-clip scaling), so every window's scores equal offline scores of those samples.
 
 With the embedding head (`kws train-head`), the head's 76-frame windows of one hop are mostly those
-of the hops before, shifted: each is embedded once (``model.embed.onnx``), its vector kept in a
-vector cache under its absolute first frame, and each hop runs ``model.cached.onnx`` on the MFCC
-frames and the window's vectors. At hop 100 ms and the head's default stride of 10 frames that
-embeds 1 window per hop instead of 3 (2 of 5 at a stride of 5). Without those two files the head's
-frames graph re-embeds them all.
+of the hops before, shifted: each is embedded once, its vector kept in a vector cache under its
+absolute first frame, and each hop runs ``model.cached.onnx`` on the MFCC frames and the window's
+vectors. At hop 100 ms and the head's default stride of 10 frames that embeds 1 window per hop
+instead of 3 (2 of 5 at a stride of 5). A window is embedded in two parts
+(``embedding_net.split_net``): the convolutional stem, a function of absolute frames, runs as a
+stream (``model.embed_stem.onnx`` takes the hop's new frames and the last rows of its convolutions
+from the call before), its positions kept in a stem cache, so each frame goes through it once;
+``model.embed_tail.onnx`` turns the new window's positions into its vector. Without those three
+files the head's frames graph re-embeds every window.
 
     scorer = StreamingScorer("model.onnx", hop_ms=100)
     for t_end, probs in scorer.push(chunk):          # chunk: (samples,) float32 at the model's rate
@@ -67,27 +71,40 @@ class StreamingScorer:
                               f"clips), got {window_ms}")
         self.hop_frames = int(round(hop_ms / frame_ms))
         self.hop_samples = self.hop_frames * f.hop_length      # audio per hop
-        self.embed = self.cached = None
+        self.stem = self.tail = self.cached = None
         head = self.model.session.get_modelmeta().custom_metadata_map.get("embedding_head")
-        embed, cached = sibling(path, "embed"), sibling(path, "cached")
-        if head and embed.is_file() and cached.is_file():      # the vector cache (module docstring)
+        graphs = [sibling(path, k) for k in ("embed_stem", "embed_tail", "cached")]
+        if head and all(g.is_file() for g in graphs):         # the stem and vector caches (module docstring)
             hcfg = HeadConfig.from_dict(json.loads(head))
-            self.embed, self.cached = OnnxModel(embed, threads), OnnxModel(cached, threads)
-            for g in (self.embed, self.cached):
+            self.stem, self.tail, self.cached = (OnnxModel(g, threads) for g in graphs)
+            for g in (self.stem, self.tail, self.cached):
                 meta = g.session.get_modelmeta().custom_metadata_map
                 if g.config != self.model.config or meta.get("embedding_head") != head:
                     raise StreamError(f"{g.path}: from another export than {path.name}; copy the graphs "
                                       "`kws export` wrote together (or delete it: the stream then runs without it)")
+            try:
+                geometry = json.loads(self.stem.session.get_modelmeta().custom_metadata_map["embed_stem"])
+                self.stem_stride, self.stem_field = int(geometry["time_stride"]), int(geometry["field"])
+            except (KeyError, TypeError, ValueError):
+                raise StreamError(f"{self.stem.path}: no 'embed_stem' metadata (export it again with `kws export`)") from None
+            self.stem_span = self.tail.session.get_inputs()[0].shape[2]      # stem positions per window
+            self.stem_zero = {i.name: np.zeros(i.shape, np.float32) for i in self.stem.session.get_inputs()[1:]}
             self.starts = window_starts(self.window_frames, hcfg.windows, hcfg.stride)
         self.embedded = 0                                      # windows embedded so far (vector cache)
+        self.stem_frames = 0                                   # frames the stem has run on so far
         self.reset()
 
     def reset(self) -> None:
         self.buffer = np.zeros(0, np.float32)      # samples from the start of the next frame on
         self.buffer_start = 0                      # absolute index of buffer[0]
-        self.frames: deque[np.ndarray] = deque(maxlen=self.window_frames)
+        self.window: np.ndarray | None = None      # the last frames (window_frames, width), oldest first
+        self.filled = 0                            # rows of it computed so far (at most window_frames)
         self.n_frames = 0                          # frames computed so far
         self.vectors: dict[int, np.ndarray] = {}   # absolute first frame of a head window -> (96,)
+        # the stem cache, per residue modulo the stem's time stride: (absolute first frame of its first
+        # position, positions (channels, n, bins), position k from frame first + stride * k on; the
+        # absolute frame the stem's next call starts at; the stem's state, {input name: array})
+        self.grids: dict[int, tuple[int, np.ndarray, int, dict[str, np.ndarray]]] = {}
 
     def _new_frames(self, k: int) -> np.ndarray:
         """Compute the next ``k`` frames from the buffer: (k, n_mfcc)."""
@@ -105,12 +122,20 @@ class StreamingScorer:
         self.buffer = np.concatenate([self.buffer, np.asarray(chunk, np.float32).reshape(-1)])
         results = []
         while len(self.buffer) >= (self.hop_frames - 1) * f.hop_length + f.n_fft:
-            for row in self._new_frames(self.hop_frames):
-                self.frames.append(row)
-            self.n_frames += self.hop_frames
-            if len(self.frames) == self.window_frames:
-                window = np.stack(self.frames)
-                probs = self._cached(window) if self.embed else self.classifier.run(window[None])[0]
+            k, wf = self.hop_frames, self.window_frames
+            new = self._new_frames(k)                                 # (k, width)
+            if self.window is None:
+                self.window = np.zeros((wf, new.shape[1]), np.float32)
+            if k >= wf:
+                self.window[:] = new[k - wf:]
+            else:
+                self.window[:wf - k] = self.window[k:]               # numpy copies overlapping rows safely
+                self.window[wf - k:] = new
+            self.filled = min(wf, self.filled + k)
+            self.n_frames += k
+            if self.filled == wf:
+                window = self.window
+                probs = self._cached(window) if self.stem else self.classifier.run(window[None])[0]
                 end = (self.n_frames - 1) * f.hop_length + f.n_fft      # samples covered so far
                 results.append((end / f.sample_rate, probs))
         return results
@@ -124,11 +149,36 @@ class StreamingScorer:
         n_mfcc = self.feats.n_mfcc
         new = [a for a in need if a not in self.vectors]
         if new:
-            wins = np.stack([window[a - first:a - first + WINDOW_FRAMES, n_mfcc:] for a in new])
-            self.vectors.update(zip(new, self.embed.run(wins)))
+            d, n = self.stem_stride, self.stem_span
+            for r in {a % d for a in new}:
+                same = [a for a in new if a % d == r]
+                self._stem(r, min(same), max(same) + d * n, window[:, n_mfcc:], first)
+            stems = [self.grids[a % d] for a in new]
+            stems = np.stack([g[:, (a - g0) // d:(a - g0) // d + n] for a, (g0, g, _, _) in zip(new, stems)])
+            self.vectors.update(zip(new, self.tail.run(stems)))  # (new, channels, n, bins) -> (new, 96)
             self.embedded += len(new)
         vec = np.stack([self.vectors[a] for a in need])[None]
         return self.cached.session.run(None, {"frames": window[None, :, :n_mfcc], "vectors": vec})[0][0]
+
+    def _stem(self, r: int, lo: int, hi: int, logmel: np.ndarray, first: int) -> None:
+        """Make the stem cache of residue ``r`` hold the positions from absolute frame ``lo`` to before
+        ``hi``: the stem continues from its state on the frames after those it has seen, or starts
+        afresh from zero states at ``lo`` (its first outputs, which saw the zeros, dropped); positions
+        before the window (``first``) are dropped. ``logmel``: (window_frames, 32), from frame ``first``."""
+        d, field = self.stem_stride, self.stem_field
+        end = hi - d + field                          # the frame after the last position's field
+        g = self.grids.get(r)
+        if g is not None and not (g[0] <= lo <= g[0] + d * g[1].shape[1] and g[2] >= first):
+            g = None                                  # a gap, or its next frames left the window: start afresh
+        start, states, skip = (lo, self.stem_zero, field // d - 1) if g is None else (g[2], g[3], 0)
+        if start < end:
+            seg = np.ascontiguousarray(logmel[start - first:end - first][None])              # (1, frames, 32)
+            out = self.stem.session.run(None, {"logmel": seg, **states})
+            self.stem_frames += seg.shape[1]
+            pos, states = out[0][0, :, skip:], dict(zip(self.stem_zero, out[1:]))         # (channels, k, bins)
+            g = (lo, pos, end, states) if g is None else (g[0], np.concatenate([g[1], pos], axis=1), end, states)
+        drop = max(0, -(-(first - g[0]) // d))
+        self.grids[r] = (g[0] + d * drop, g[1][:, drop:], g[2], g[3])
 
     def window_start_sample(self, t_end: float) -> int:
         """Absolute first sample of the window that ended at ``t_end`` (for offline comparison)."""

@@ -180,8 +180,8 @@ def add_stream_commands(add) -> None:
 
     def common(sp: argparse.ArgumentParser) -> None:
         sp.add_argument("--model", type=Path, required=True, help="exported model.onnx (its .frontend and .frames "
-                        "graphs must sit beside it, as `kws export` writes them; with the embedding head, its .embed and "
-                        ".cached graphs let the stream embed each window once)")
+                        "graphs must sit beside it, as `kws export` writes them; with the embedding head, its .embed_stem, "
+                        ".embed_tail and .cached graphs let the stream embed each frame and window once)")
         sp.add_argument("--threshold", type=probability, default=None, help="detection threshold for every word "
                         "(default: per-word thresholds stored in the model at export)")
         sp.add_argument("--hop-ms", type=positive_int, default=100, help="re-score the window every N ms (multiple of 10; default 100)")

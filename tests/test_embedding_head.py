@@ -12,7 +12,7 @@ import pytest
 import torch
 
 from conftest import WORDS, kws
-from pipeline.embedding_net import TAPS_FROM, load_pretrained
+from pipeline.embedding_net import TAPS_FROM, load_pretrained, split_net, stem_positions
 from pipeline.speech_embedding import window_starts
 from pipeline.runtime import OnnxModel, sibling
 from pipeline.speech_embedding import fetch_models
@@ -41,6 +41,29 @@ def test_torch_embedding_equals_onnx(pretrained):
         got = net(torch.from_numpy(w)).numpy()
     assert np.abs(got - ref).max() < 1e-4 * np.abs(ref).max()
     assert all(not p.requires_grad for p in net.parameters())
+
+
+@pytest.mark.parametrize("stride,time_stride,field", [(10, 2, 22), (5, 1, 5), (20, 4, 56)])
+def test_stem_and_tail_equal_the_network(pretrained, stride, time_stride, field):
+    """split_net: the stem as a stream (from zero states, then on in calls of a few frames each with the
+    state of the call before), its positions sliced per window, then the tail, equals the whole network
+    on each window (the stream's stem cache rests on this)."""
+    _, net = pretrained
+    stem, tail = split_net(net, stride)
+    assert (stem.time_stride, stem.field) == (time_stride, field) and len(stem.layers) + len(tail.layers) == len(net.layers)
+    n, d = stem_positions(stem, 76), time_stride
+    x = torch.from_numpy(np.random.default_rng(1).standard_normal((1, 80 + 4 * stride, 32)).astype(np.float32))
+    with torch.no_grad():
+        out, states, calls = [], stem.zero_states(), [80] + [stride] * 4
+        for a, b in zip(np.cumsum([0] + calls[:-1]), np.cumsum(calls)):
+            y, *states = stem(x[:, a:b], *states)
+            assert y.shape[2] == (b - a) // d
+            out.append(y)
+        positions = torch.cat(out, dim=2)[:, :, field // d - 1:]        # position k: frames d k .. d k + field - 1
+        for k in range(5):
+            o = k * stride // d
+            ref = net(x[:, k * stride:k * stride + 76])
+            assert (tail(positions[:, :, o:o + n]) - ref).abs().max() < 1e-5 * ref.abs().max()
 
 
 def test_head_config_round_trip_and_checks():
@@ -90,9 +113,12 @@ def test_head_export_metadata_and_accuracy(head_run, tiny_data):
     assert frames.session.get_inputs()[0].shape[2] == m.config.features.n_mfcc + 32
     cached = OnnxModel(sibling(head_run / "model.onnx", "cached"))          # the stream's vector cache
     assert [tuple(i.shape[1:]) for i in cached.session.get_inputs()] == [(98, m.config.features.n_mfcc), (3, 96)]
-    assert OnnxModel(sibling(head_run / "model.onnx", "embed")).session.get_inputs()[0].shape[1:] == [76, 32]
+    stem = OnnxModel(sibling(head_run / "model.onnx", "embed_stem")).session
+    assert stem.get_inputs()[0].shape[2] == 32 and json.loads(stem.get_modelmeta().custom_metadata_map["embed_stem"]) \
+        == {"time_stride": 2, "field": 22}                  # the default stride 10: cut before the 2nd time pooling
+    assert OnnxModel(sibling(head_run / "model.onnx", "embed_tail")).session.get_inputs()[0].shape[1:] == [72, 28, 8]
     scorer = StreamingScorer(head_run / "model.int8.onnx")
-    assert scorer.cached.path.name == "model.cached.int8.onnx" and scorer.embed.path.name == "model.embed.onnx"
+    assert scorer.cached.path.name == "model.cached.int8.onnx" and scorer.stem.path.name == "model.embed_stem.onnx"
     metrics = json.loads((head_run / "head_metrics.json").read_text())
     assert metrics["val_acc_head"] > 0.6 and len(metrics["loss"]) == 12     # 5 labels: chance 0.2
     for model in ("model.onnx", "model.int8.onnx"):
@@ -102,8 +128,9 @@ def test_head_export_metadata_and_accuracy(head_run, tiny_data):
 
 @pytest.mark.parametrize("hop_ms", [100, 30])
 def test_head_streaming_equals_offline(head_run, real_clips, tmp_path, hop_ms):
-    """The stream's vector cache (model.embed/.cached graphs) against the offline waveform model, and
-    against the stream without the cache (the head's frames graph re-embedding every window)."""
+    """The stream's stem and vector caches (model.embed_stem/.embed_tail/.cached graphs) against the
+    offline waveform model, and against the stream without them (the head's frames graph re-embedding
+    every window). At hop 30 ms successive windows start at frames of either parity: two stem grids."""
     from pipeline.audio import read_audio
     rng = np.random.default_rng(2)
     x = np.concatenate([read_audio(p, 16000) for p in real_clips[:2]] + [0.003 * rng.standard_normal(4000)]).astype(np.float32)
@@ -116,9 +143,11 @@ def test_head_streaming_equals_offline(head_run, real_clips, tmp_path, hop_ms):
         return scorer, results
 
     scorer, results = stream(head_run / "model.onnx")
-    assert scorer.embed is not None and len(results) >= 5
+    assert scorer.stem is not None and len(results) >= 5
     if hop_ms == 100:           # 10 frames per hop, windows 10 frames apart: 1 new window per hop
         assert scorer.embedded == 3 + (len(results) - 1)
+        # the stem: the first 3 windows' 96 frames from frame 2, then each hop's 10 new frames once
+        assert scorer.stem_frames == 96 + 10 * (len(results) - 1)
     starts = [scorer.window_start_sample(t) for t, _ in results]
     probs = np.stack([p for _, p in results])
     ref = OnnxModel(head_run / "model.onnx").scores(np.stack([x[s:s + 16000] for s in starts]))
@@ -126,7 +155,7 @@ def test_head_streaming_equals_offline(head_run, real_clips, tmp_path, hop_ms):
     for name in ("model.onnx", "model.frames.onnx", "model.frontend.onnx"):
         shutil.copy(head_run / name, tmp_path / name)
     plain, again = stream(tmp_path / "model.onnx")
-    assert plain.embed is None and np.abs(np.stack([p for _, p in again]) - probs).max() < 1e-5
+    assert plain.stem is None and np.abs(np.stack([p for _, p in again]) - probs).max() < 1e-5
 
 
 def test_head_model_streams_without_torch(head_run, real_clips):
@@ -154,7 +183,7 @@ def test_train_with_head_flag(tiny_data, tmp_path):
 def test_export_without_head(head_run, tmp_path):
     p = kws("export", head_run, "--no-head", "--out", tmp_path / "plain.onnx")
     assert "embedding head" not in p.stdout
-    assert not (tmp_path / "plain.embed.onnx").exists() and not (tmp_path / "plain.cached.onnx").exists()
+    assert not any((tmp_path / f"plain.{k}.onnx").exists() for k in ("embed_stem", "embed_tail", "cached"))
     m = OnnxModel(tmp_path / "plain.onnx")
     assert "embedding_head" not in m.session.get_modelmeta().custom_metadata_map
     assert OnnxModel(tmp_path / "plain.frames.onnx").session.get_inputs()[0].shape[2] == m.config.features.n_mfcc
@@ -181,7 +210,8 @@ def test_head_bad_inputs(head_run, tiny_data, tmp_path):
 
 def test_stream_refuses_cached_graphs_of_another_export(head_run, tmp_path):
     from pipeline.errors import StreamError
-    for name in ("model.onnx", "model.frames.onnx", "model.frontend.onnx", "model.embed.onnx", "model.cached.onnx"):
+    for name in ("model.onnx", "model.frames.onnx", "model.frontend.onnx", "model.embed_stem.onnx", "model.embed_tail.onnx",
+                 "model.cached.onnx"):
         shutil.copy(head_run / name, tmp_path / name)
     m = onnx.load(str(tmp_path / "model.cached.onnx"))
     for p in m.metadata_props:
