@@ -14,7 +14,7 @@ With the embedding head three more, for the stream's stem and vector caches (pip
 
     model.embed_stem.onnx  the embedding's convolutional stem as a stream (embedding_net.EmbeddingStem):
                            the next log-mel frames (1, 2k, 32) and the state its last call returned
-                           (state0..7, the last rows of its convolutions) -> k positions (1, 72, k, 8)
+                           (state0..5, the last 2 rows of its 3-row convolutions) -> k positions (1, 72, k, 8)
                            and the new state; metadata ``embed_stem``: its time stride and field
     model.embed_tail.onnx  one window's positions (windows, 72, 28, 8) -> vectors (windows, 96)
     model.cached.onnx      frames (1, n_frames, n_mfcc) and vectors (1, head windows, 96) -> probs
