@@ -110,6 +110,7 @@ def test_stream_eval_reports_keys(tiny_model, tiny_data, tmp_path):
     for k in ("hit_rate", "false_accepts_per_hour", "latency_ms_median", "real_time_factor"):
         assert k in r
     assert 0 <= r["hit_rate"] <= 1 and r["real_time_factor"] > 0 and r["keywords"] > 10
+    assert r["real_time_factor"] / 20 < r["real_time_factor_median_hop"] <= 2 * r["real_time_factor"]   # same units
     assert (tmp_path / "det.png").stat().st_size > 1000
     assert sum(r["false_accepts_by_kind"].values()) == r["false_accepts"]
     src = r["false_accept_sources"]
