@@ -72,8 +72,13 @@ class StreamingScorer:
         self.hop_frames = int(round(hop_ms / frame_ms))
         self.hop_samples = self.hop_frames * f.hop_length      # audio per hop
         self.stem = self.tail = self.cached = None
+        self.note = ""                                         # a line for the user, if the stream runs the slow way
         head = self.model.session.get_modelmeta().custom_metadata_map.get("embedding_head")
         graphs = [sibling(path, k) for k in ("embed_stem", "embed_tail", "cached")]
+        if head and not all(g.is_file() for g in graphs):
+            missing = ", ".join(g.name for g in graphs if not g.is_file())
+            self.note = (f"note: no {missing} beside {path.name}: the stream re-embeds every window of the "
+                         "embedding head each hop (several times the work); `kws export` writes them")
         if head and all(g.is_file() for g in graphs):         # the stem and vector caches (module docstring)
             hcfg = HeadConfig.from_dict(json.loads(head))
             self.stem, self.tail, self.cached = (OnnxModel(g, threads) for g in graphs)

@@ -68,6 +68,8 @@ def run_stream(a: argparse.Namespace) -> None:
     if bool(a.mic) == bool(a.wav):
         raise StreamError("give exactly one of --mic or --wav FILE")
     scorer = StreamingScorer(a.model, hop_ms=a.hop_ms, window_ms=a.window_ms)
+    if scorer.note:
+        print(scorer.note, file=sys.stderr)
     det = make_detector(scorer, a.threshold, a.smooth, a.refractory_ms)
     n_det, n_win, busy = 0, 0, 0.0
     live = sys.stderr.isatty() and not a.json

@@ -191,6 +191,8 @@ def stream_eval(model: Path, data: Path, minutes: float = 10.0, json_path: Path 
                 refractory_ms: int = REFRACTORY_MS, seed: int = 0, noise_dirs=(), split: str = "test", log=print,
                 sweep_grid=SWEEP_THRESHOLDS) -> dict:
     scorer = StreamingScorer(model, hop_ms=hop_ms, threads=1)
+    if scorer.note:
+        log(scorer.note)
     labels = scorer.labels
     sr = scorer.sample_rate
     clips = scan(data)

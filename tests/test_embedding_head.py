@@ -155,6 +155,7 @@ def test_head_streaming_equals_offline(head_run, real_clips, tmp_path, hop_ms):
     for name in ("model.onnx", "model.frames.onnx", "model.frontend.onnx"):
         shutil.copy(head_run / name, tmp_path / name)
     plain, again = stream(tmp_path / "model.onnx")
+    assert "model.embed_stem.onnx, model.embed_tail.onnx, model.cached.onnx" in plain.note and not scorer.note
     assert plain.stem is None and np.abs(np.stack([p for _, p in again]) - probs).max() < 1e-5
 
 
