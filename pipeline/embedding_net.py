@@ -17,7 +17,7 @@ streaming-safe), and without it the head scored the same on real speakers (READM
 LeakyReLU 0.2, max(., -0.4), max-pooling, exactly as in ``embedding_model.onnx``.
 
 ``split_net``: the network as a convolutional stem and a tail, for a stream (README: "The
-embedding's stem cache"). Its convolutions are "valid" along time (padding only across the mel
+embedding's stem as a stream"). Its convolutions are "valid" along time (padding only across the mel
 bins), so up to its second pooling in time the network is a function of absolute frames: a window
 ``stride`` frames later shares all but ``stride / 2`` of its stem positions with the window before.
 ``EmbeddingStem``: the stem as a stream, (1, frames, 32) and each convolution's last rows ->
