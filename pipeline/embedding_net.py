@@ -194,26 +194,20 @@ def split_net(net: EmbeddingNet, stride: int) -> tuple[EmbeddingStem, EmbeddingT
     stream's rows line up with the network's (each pooling in time pairs the rows the network pairs,
     and the field is a whole number of strides). For the default stride 10 the stem ends before the
     second time pooling: time stride 2, field 22 frames."""
-    cuts = [i for i, (kind, *_) in enumerate(net.spec) if kind == "pool"] + [len(net.spec)]
-    best = 0
-    for cut in cuts:
-        jump, field, ok = 1, 1, True
-        for kind, *args in net.spec[:cut]:
-            kt = args[2] if kind == "conv" else args[0][0] if kind == "pool" else 1
-            if kind == "pool":
-                ok &= (field - jump) % (jump * kt) == 0
-            field += (kt - 1) * jump
-            jump *= kt if kind == "pool" else 1
-        if not ok or stride % jump or field % jump:
+    best, jump, field = (0, 1, 1), 1, 1          # best: (cut, time stride, field) of the deepest cut that works
+    for i, (kind, *args) in enumerate(net.spec + [("end",)]):
+        if kind in ("pool", "end"):
+            if stride % jump or field % jump:
+                break
+            best = (i, jump, field)
+        kt = args[2] if kind == "conv" else args[0][0] if kind == "pool" else 1      # rows in time
+        if kind == "pool" and (field - jump) % (jump * kt):     # it would pair rows the network does not
             break
-        best = cut
-    jump, field = 1, 1
-    for kind, *args in net.spec[:best]:
-        kt = args[2] if kind == "conv" else args[0][0] if kind == "pool" else 1
         field += (kt - 1) * jump
         jump *= kt if kind == "pool" else 1
+    cut, jump, field = best
     mods = list(net.layers)
-    return EmbeddingStem(mods[:best], jump, field), EmbeddingTail(mods[best:])
+    return EmbeddingStem(mods[:cut], jump, field), EmbeddingTail(mods[cut:])
 
 
 def stem_positions(stem: EmbeddingStem, frames: int) -> int:

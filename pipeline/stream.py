@@ -29,6 +29,7 @@ import threading
 from collections import deque
 from dataclasses import dataclass
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 
@@ -106,10 +107,7 @@ class StreamingScorer:
         self.filled = 0                            # rows of it computed so far (at most window_frames)
         self.n_frames = 0                          # frames computed so far
         self.vectors: dict[int, np.ndarray] = {}   # absolute first frame of a head window -> (96,)
-        # the stem cache, per residue modulo the stem's time stride: (absolute first frame of its first
-        # position, positions (channels, n, bins), position k from frame first + stride * k on; the
-        # absolute frame the stem's next call starts at; the stem's state, {input name: array})
-        self.grids: dict[int, tuple[int, np.ndarray, int, dict[str, np.ndarray]]] = {}
+        self.grids: dict[int, _StemStream] = {}   # the stem cache, per residue modulo the stem's time stride
 
     def _new_frames(self, k: int) -> np.ndarray:
         """Compute the next ``k`` frames from the buffer: (k, n_mfcc)."""
@@ -158,8 +156,8 @@ class StreamingScorer:
             for r in {a % d for a in new}:
                 same = [a for a in new if a % d == r]
                 self._stem(r, min(same), max(same) + d * n, window[:, n_mfcc:], first)
-            stems = [self.grids[a % d] for a in new]
-            stems = np.stack([g[:, (a - g0) // d:(a - g0) // d + n] for a, (g0, g, _, _) in zip(new, stems)])
+            grids = [self.grids[a % d] for a in new]
+            stems = np.stack([g.positions[:, (a - g.first) // d:(a - g.first) // d + n] for a, g in zip(new, grids)])
             self.vectors.update(zip(new, self.tail.run(stems)))  # (new, channels, n, bins) -> (new, 96)
             self.embedded += len(new)
         vec = np.stack([self.vectors[a] for a in need])[None]
@@ -171,25 +169,37 @@ class StreamingScorer:
         afresh from zero states at ``lo`` (its first outputs, which saw the zeros, dropped); positions
         before the window (``first``) are dropped. ``logmel``: (window_frames, 32), from frame ``first``."""
         d, field = self.stem_stride, self.stem_field
-        end = hi - d + field                          # the frame after the last position's field
+        end = hi - d + field                          # the frame after the last wanted position's field
         g = self.grids.get(r)
-        if g is not None and not (g[0] <= lo <= g[0] + d * g[1].shape[1] and g[2] >= first):
-            g = None                                  # a gap, or its next frames left the window: start afresh
-        start, states, skip = (lo, self.stem_zero, field // d - 1) if g is None else (g[2], g[3], 0)
+        if g is not None:
+            top = g.first + d * g.positions.shape[1]  # the first frame of the position after its last
+            start, state, skip = top - d + field, g.state, 0
+            if not (g.first <= lo <= top and start >= first):
+                g = None                              # a gap, or its next frames left the window: start afresh
+        if g is None:
+            start, state, skip = lo, self.stem_zero, field // d - 1
         if start < end:
             seg = np.ascontiguousarray(logmel[start - first:end - first][None])              # (1, frames, 32)
-            out = self.stem.session.run(None, {"logmel": seg, **states})
+            out = self.stem.session.run(None, {"logmel": seg, **state})
             self.stem_frames += seg.shape[1]
-            pos, states = out[0][0, :, skip:], dict(zip(self.stem_zero, out[1:]))         # (channels, k, bins)
-            g = (lo, pos, end, states) if g is None else (g[0], np.concatenate([g[1], pos], axis=1), end, states)
-        drop = max(0, -(-(first - g[0]) // d))
-        self.grids[r] = (g[0] + d * drop, g[1][:, drop:], g[2], g[3])
+            pos, state = out[0][0, :, skip:], dict(zip(self.stem_zero, out[1:]))          # (channels, k, bins)
+            g = _StemStream(lo, pos, state) if g is None else \
+                _StemStream(g.first, np.concatenate([g.positions, pos], axis=1), state)
+        drop = max(0, -(-(first - g.first) // d))
+        self.grids[r] = _StemStream(g.first + d * drop, g.positions[:, drop:], g.state)
 
     def window_start_sample(self, t_end: float) -> int:
         """Absolute first sample of the window that ended at ``t_end`` (for offline comparison)."""
         f = self.feats
         end = int(round(t_end * f.sample_rate))
         return end - f.n_fft - (self.window_frames - 1) * f.hop_length
+
+
+class _StemStream(NamedTuple):
+    """One stream of the embedding's stem: the positions it has computed, and its state."""
+    first: int                        # absolute first frame of positions[:, 0]
+    positions: np.ndarray             # (channels, n, bins): position k from frame first + stride * k on
+    state: dict[str, np.ndarray]      # the last rows of its convolutions, as its next call takes them
 
 
 @dataclass
