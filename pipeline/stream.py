@@ -102,21 +102,18 @@ class StreamingScorer:
 
     def reset(self) -> None:
         self.buffer = np.zeros(0, np.float32)      # samples from the start of the next frame on
-        self.buffer_start = 0                      # absolute index of buffer[0]
         self.window: np.ndarray | None = None      # the last frames (window_frames, width), oldest first
-        self.filled = 0                            # rows of it computed so far (at most window_frames)
         self.n_frames = 0                          # frames computed so far
         self.vectors: dict[int, np.ndarray] = {}   # absolute first frame of a head window -> (96,)
         self.grids: dict[int, _StemStream] = {}   # the stem cache, per residue modulo the stem's time stride
 
     def _new_frames(self, k: int) -> np.ndarray:
-        """Compute the next ``k`` frames from the buffer: (k, n_mfcc)."""
+        """Compute the next ``k`` frames from the buffer: (k, width), n_mfcc (+ 32 with the head)."""
         f = self.feats
         need = (k - 1) * f.hop_length + f.n_fft
         seg = self.buffer[:need][None, :]
         out = self.frontend.run(seg)[0]                        # (k, n_mfcc)
         self.buffer = self.buffer[k * f.hop_length:]
-        self.buffer_start += k * f.hop_length
         return out
 
     def push(self, chunk: np.ndarray) -> list[tuple[float, np.ndarray]]:
@@ -134,9 +131,8 @@ class StreamingScorer:
             else:
                 self.window[:wf - k] = self.window[k:]               # numpy copies overlapping rows safely
                 self.window[wf - k:] = new
-            self.filled = min(wf, self.filled + k)
             self.n_frames += k
-            if self.filled == wf:
+            if self.n_frames >= wf:                                   # the window is full
                 window = self.window
                 probs = self._cached(window) if self.stem else self.classifier.run(window[None])[0]
                 end = (self.n_frames - 1) * f.hop_length + f.n_fft      # samples covered so far
