@@ -15,7 +15,7 @@ from pathlib import Path
 from .cli_types import (conv_channels_arg, f_min_arg, fraction, frame_stack_arg, jobs_default, n_mfcc_arg, nonneg_float,
                         nonneg_int, positive_float, positive_int, word_list)
 from .config import (DEFAULT_ENGINES, DEFAULT_WORDS, AugmentConfig, FeatureConfig, HeadConfig, ModelConfig, TrainConfig,
-                     apply_overrides)
+                     POOLINGS, apply_overrides)
 from .errors import ConfigError, KwsError
 
 DEFAULT_DATA = Path("data/synth")
@@ -141,7 +141,7 @@ def add_head(run: Path, data: list[Path], seed: int, cache_dir: Path, jobs: int,
 def cmd_train_head(a: argparse.Namespace) -> None:
     from .head_train import train_head
     cfg = HeadConfig(windows=a.windows, stride=a.stride, context=a.context, hidden=a.hidden, copies=a.copies,
-                     epochs=a.epochs, seed=a.seed)
+                     epochs=a.epochs, seed=a.seed, pooling=a.pooling)
     train_head(a.run, a.data, cfg, a.cache_dir, jobs=a.jobs)
 
 
@@ -193,7 +193,7 @@ def cmd_demo(a: argparse.Namespace) -> None:
     print(f"  ONNX model     {paths['model']}  (+ .frames/.frontend graphs for streaming, .int8)")
     if not a.no_head and (run / "head.pt").is_file():
         print(f"  with the head  {run}/head.pt: Google's speech embedding + a classifier trained on the same clips, "
-              f"averaged with the BiLSTM (README, \"The embedding head\")")
+              f"pooled with the BiLSTM (README, \"The embedding head\")")
     print(f"  test accuracy  {report['accuracy']:.4f} on held-out synthetic speakers "
           f"(confusion matrix in {paths['model'].parent}/eval-{a.data.name}-test/)")
     print(f"  next: kws stream --model {paths['model']} --mic")
@@ -325,10 +325,10 @@ def build_parser() -> argparse.ArgumentParser:
                    "(default RUN/model.onnx; required with several runs)")
     e.add_argument("--int8", action="store_true", help="also write dynamically quantised INT8 models")
     e.add_argument("--no-head", action="store_true", help="leave out the embedding head (RUN/head.pt, from "
-                   "`kws train-head`), which is otherwise averaged into the model")
+                   "`kws train-head`), which is otherwise pooled with the BiLSTM")
 
     h = add("train-head", cmd_train_head, "Train a classifier on Google's pretrained speech embedding for a "
-            "trained run (RUN/head.pt): `kws export RUN` then averages it with the BiLSTM; far more accurate on "
+            "trained run (RUN/head.pt): `kws export RUN` then pools it with the BiLSTM (--pooling); far more accurate on "
             "real speakers when the training voices are synthetic (README, Results).")
     h.add_argument("run", type=Path, help="trained run folder (its best.pt gives the words and the front-end)")
     h.add_argument("--data", type=Path, nargs="+", required=True, help="dataset folder(s) to train on, as for "
@@ -348,6 +348,10 @@ def build_parser() -> argparse.ArgumentParser:
                    f"classifier reads at once; its probabilities are averaged over the runs of them (default {HeadConfig.context})")
     h.add_argument("--hidden", type=positive_int, default=HeadConfig.hidden, help=f"width of the classifier's two "
                    f"hidden layers (default {HeadConfig.hidden})")
+    h.add_argument("--pooling", choices=POOLINGS, default=HeadConfig.pooling, help="how the exported model joins "
+                   "the head's probabilities with the BiLSTM's: geometric (their normalised geometric mean, a "
+                   "product of experts) or mean (arithmetic; the choice before the twenty-seventh session); "
+                   f"the head's streaming thresholds are set for it (default {HeadConfig.pooling})")
     h.add_argument("--seed", type=int, default=0, help="seed of the augmentation and the head's weights (default 0)")
     h.add_argument("--cache-dir", type=Path, default=Path("data/cache"), help="decoded-clip cache (default data/cache)")
     h.add_argument("--jobs", type=positive_int, default=jobs_default(), help="processes for decoding audio")

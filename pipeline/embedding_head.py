@@ -12,8 +12,9 @@ on a large body of real speech. Averaged with the BiLSTM it does better than eit
 ``HeadFrontend``: (batch, samples) -> (batch, frames, n_mfcc + 32): MFCC and embedding log-mel of
     the same frames side by side, so the stream's frame cache and frames graph work as for the
     BiLSTM alone.
-``WithHead``: (batch, frames, n_mfcc + 32) -> (batch, classes): log of the mean of the BiLSTM's
-    (or ensemble's) and the head's probabilities, in place of the classifier in the exported graphs.
+``WithHead``: (batch, frames, n_mfcc + 32) -> (batch, classes): the BiLSTM's (or ensemble's) and the
+    head's probabilities pooled (:func:`pool`), as log-probabilities, in place of the classifier in
+    the exported graphs.
 ``CachedHead``: (batch, frames, n_mfcc) and (batch, windows, 96) -> (batch, classes) probabilities:
     the same with the embedding vectors computed outside, by the stream's vector cache.
 """
@@ -87,6 +88,20 @@ class EmbeddingHead(nn.Module):
         return self.mlp(self.vectors(logmel))
 
 
+def pool(lstm: torch.Tensor, head: torch.Tensor, pooling: str) -> torch.Tensor:
+    """(batch, classes) BiLSTM logits (or log-probabilities) and head log-probabilities -> (batch, classes)
+    log-probabilities of the two pooled (``HeadConfig.pooling``):
+
+    * ``geometric``: log_softmax of the mean of the two log-probabilities, the normalised geometric
+      mean p ~ sqrt(p_lstm * p_head). Where both favour a word, it keeps their confidence; where
+      one is sure and the other spread thin (the BiLSTM on many real voices), the sure one decides.
+    * ``mean``: the log of the arithmetic mean of the probabilities (log_mean_probs)."""
+    lstm = lstm.float()
+    if pooling == "geometric":
+        return torch.log_softmax((torch.log_softmax(lstm, dim=-1) + head) / 2, dim=-1)
+    return log_mean_probs(torch.stack([lstm, head]))
+
+
 class HeadFrontend(nn.Module):
     """(batch, samples) -> (batch, frames, n_mfcc + 32): the MFCC front-end and the embedding's log-mel."""
 
@@ -99,15 +114,14 @@ class HeadFrontend(nn.Module):
 
 
 class WithHead(nn.Module):
-    """(batch, frames, n_mfcc + 32) -> (batch, classes): log of the mean of both models' probabilities."""
+    """(batch, frames, n_mfcc + 32) -> (batch, classes): both models' probabilities pooled (log)."""
 
     def __init__(self, classifier: nn.Module, head: EmbeddingHead, n_mfcc: int):
         super().__init__()
         self.classifier, self.head, self.n_mfcc = classifier, head, n_mfcc
 
     def forward(self, feats: torch.Tensor) -> torch.Tensor:
-        lstm = self.classifier(feats[..., :self.n_mfcc])
-        return log_mean_probs(torch.stack([lstm.float(), self.head(feats[..., self.n_mfcc:])]))
+        return pool(self.classifier(feats[..., :self.n_mfcc]), self.head(feats[..., self.n_mfcc:]), self.head.cfg.pooling)
 
 
 class CachedHead(nn.Module):
@@ -118,10 +132,10 @@ class CachedHead(nn.Module):
     def __init__(self, with_head: WithHead):
         super().__init__()
         self.classifier, self.mlp = with_head.classifier, with_head.head.mlp
+        self.pooling = with_head.head.cfg.pooling
 
     def forward(self, frames: torch.Tensor, vectors: torch.Tensor) -> torch.Tensor:
-        lstm = self.classifier(frames)
-        return torch.softmax(log_mean_probs(torch.stack([lstm.float(), self.mlp(vectors)])), dim=-1)
+        return torch.softmax(pool(self.classifier(frames), self.mlp(vectors), self.pooling), dim=-1)
 
 
 def head_path(run: Path) -> Path:
@@ -134,7 +148,8 @@ def load_head(path: Path, labels: tuple[str, ...], features: FeatureConfig) -> t
     when the file is not a head, or was trained for other words or another front-end."""
     try:
         ck = torch.load(path, map_location="cpu", weights_only=True)
-        cfg = HeadConfig.from_dict(ck["head_config"])
+        # a head saved before pooling was a choice was averaged arithmetically, its thresholds set so
+        cfg = HeadConfig.from_dict({"pooling": "mean", **ck["head_config"]})
         saved_labels, saved_feats = tuple(ck["labels"]), FeatureConfig(**ck["features"])
     except ConfigError as e:
         raise CheckpointError(f"{path}: {e}") from None

@@ -166,7 +166,7 @@ def export_run(run: Path | list[Path], out: Path | None = None, int8: bool = Fal
                check_clips: np.ndarray | None = None, log=print, head: bool = True) -> dict[str, Path]:
     """Export ``run`` (a run folder or .pt, or a list of them: an ensemble) -> {name: path}.
     With ``head`` and a ``head.pt`` beside the first run's checkpoint (`kws train-head`), the graphs
-    average the embedding head's probabilities with the BiLSTM's; their frames are then MFCC and
+    pool the embedding head's probabilities with the BiLSTM's (``HeadConfig.pooling``); their frames are then MFCC and
     embedding log-mel side by side (n_mfcc + 32 per frame). Checks onnxruntime against PyTorch."""
     import onnxruntime as ort
 

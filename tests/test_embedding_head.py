@@ -72,7 +72,7 @@ def test_head_config_round_trip_and_checks():
     from pipeline.errors import ConfigError
     cfg = HeadConfig(windows=3, stride=10, context=1, seed=4)
     assert HeadConfig.from_dict(json.loads(cfg.to_json())) == cfg
-    for bad in ({"context": 6}, {"stride": 0}, {"copies": 0}, {"dropout": 1.0}):
+    for bad in ({"context": 6}, {"stride": 0}, {"copies": 0}, {"dropout": 1.0}, {"pooling": "max"}):
         with pytest.raises(ConfigError):
             HeadConfig(**bad)
     with pytest.raises(ConfigError, match="unknown HeadConfig keys"):
@@ -124,6 +124,38 @@ def test_head_export_metadata_and_accuracy(head_run, tiny_data):
     for model in ("model.onnx", "model.int8.onnx"):
         p = kws("evaluate", "--model", head_run / model, "--data", tiny_data, "--json", head_run / "ev.json")
         assert json.loads((head_run / "ev.json").read_text())["accuracy"] > 0.6, p.stdout
+
+
+def test_pooling_geometric_by_default_mean_for_an_older_head(head_run, real_clips, tmp_path):
+    """model.onnx pools the two models as its head says: the normalised geometric mean of the
+    BiLSTM's and the head's probabilities (computed here from the two torch models apart), and for a
+    head.pt saved before the choice existed (no 'pooling' in its config), their arithmetic mean."""
+    from pipeline.audio import load_clip
+    from pipeline.checkpoint import load_model
+    from pipeline.embedding_head import load_head
+    from pipeline.features import MFCC
+    from pipeline.head_train import THRESHOLD_FLOOR
+    cfg, clf = load_model(head_run)
+    hcfg, head, logmel = load_head(head_run / "head.pt", cfg.labels, cfg.features)
+    assert hcfg.pooling == "geometric"
+    assert min(json.loads(OnnxModel(head_run / "model.onnx").session.get_modelmeta().custom_metadata_map[
+        "thresholds"]).values()) >= THRESHOLD_FLOOR["geometric"] == 0.9
+    x = np.stack([load_clip(f, 16000, cfg.features.clip_samples) for f in real_clips])
+    with torch.no_grad():
+        pl = torch.softmax(clf(MFCC(cfg.features)(torch.from_numpy(x))), -1).double().numpy()
+        ph = head(logmel(torch.from_numpy(x))).exp().double().numpy()
+    geo = np.sqrt(pl * ph) / np.sqrt(pl * ph).sum(1, keepdims=True)
+    assert np.abs(OnnxModel(head_run / "model.onnx").scores(x) - geo).max() < 1e-4
+    assert np.abs(geo - (pl + ph) / 2).max() > 1e-3                      # the two poolings differ on these clips
+    old = tmp_path / "old"
+    shutil.copytree(head_run, old, ignore=shutil.ignore_patterns("*.onnx"))
+    ck = torch.load(old / "head.pt", weights_only=True)
+    del ck["head_config"]["pooling"]
+    torch.save(ck, old / "head.pt")
+    kws("export", old)
+    m = OnnxModel(old / "model.onnx")
+    assert json.loads(m.session.get_modelmeta().custom_metadata_map["embedding_head"])["pooling"] == "mean"
+    assert np.abs(m.scores(x) - (pl + ph) / 2).max() < 1e-4
 
 
 @pytest.mark.parametrize("hop_ms", [100, 30])
