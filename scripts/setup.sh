@@ -3,7 +3,8 @@
 #  - system packages: espeak-ng and flite (speech synthesis), PortAudio + PulseAudio (microphone,
 #    and the virtual microphone the tests use), sox (handy for audio checks);
 #  - a virtual environment in .venv with this project and its extras: mic, tts, dev.
-# Pinned: torch 2.11 with torchaudio 2.11 (torchaudio 2.11 only loads with torch 2.11).
+# Pinned: torch 2.11.0 with torchaudio 2.11.0 (torchaudio 2.11 only loads with torch 2.11, and 2.11.1,
+# built against a later torch, not with 2.11.0).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
