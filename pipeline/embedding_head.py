@@ -2,7 +2,7 @@
 
 Trained on synthetic voices only, such a head carries over to real speakers far better than the
 MFCC BiLSTM (README, Results: FSDD ~89% against ~71%), because the embedding was trained by Google
-on a large body of real speech. Averaged with the BiLSTM it does better than either.
+on a large body of real speech. Pooled with the BiLSTM it does better than either.
 
 ``EmbeddingHead``: (batch, frames, 32) embedding log-mel -> (batch, classes) log-probabilities:
     ``windows`` windows of 76 frames, ``stride`` apart, the last ending at the last frame (1 s, 5
