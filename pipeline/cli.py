@@ -118,7 +118,11 @@ def cmd_train(a: argparse.Namespace) -> None:
         print(f"best validation accuracy {result.best_val_acc:.4f}; test {result.test_acc:.4f}; "
               f"{result.seconds / 60:.1f} min; wrote {a.out}/best.pt, last.pt, metrics.jsonl, curves.png")
         if a.head:
-            add_head(a.out, a.data, cfg.train.seed, a.cache_dir, a.jobs, prepared=data)
+            add_head(a.out, a.data, cfg.train.seed, a.cache_dir, a.jobs, prepared=data, repeats=cfg.train.data_repeats)
+        elif a.init and (Path(a.init) / "head.pt").is_file() and not (a.out / "head.pt").is_file():
+            print(f"note: {a.init} has an embedding head, {a.out} has none, so `kws export {a.out}` exports the "
+                  f"BiLSTM alone, far less accurate on real voices: add --head to train one for it (with the same "
+                  f"--data and --repeat), or run `kws train-head {a.out} --data ...`")
         elif (a.out / "head.pt").is_file():
             print(f"note: {a.out}/head.pt is from an earlier `kws train-head`; `kws export {a.out}` includes it "
                   f"(--no-head leaves it out; `kws train-head {a.out} --data ...` trains it again)")
@@ -126,14 +130,15 @@ def cmd_train(a: argparse.Namespace) -> None:
         dist.destroy_process_group()
 
 
-def add_head(run: Path, data: list[Path], seed: int, cache_dir: Path, jobs: int, prepared=None) -> None:
+def add_head(run: Path, data: list[Path], seed: int, cache_dir: Path, jobs: int, prepared=None,
+             repeats: tuple[int, ...] = ()) -> None:
     """`kws train-head` for `kws demo` and `kws train --head`: a head that cannot be had (no package
     registry for the embedding's graphs) is one line, and the BiLSTM alone is exported as before."""
     from .errors import ModelError
     from .head_train import train_head
     print("training the embedding head (kws train-head; --no-head skips it)")
     try:
-        train_head(run, data, HeadConfig(seed=seed), cache_dir, jobs=jobs, data=prepared)
+        train_head(run, data, HeadConfig(seed=seed), cache_dir, jobs=jobs, data=prepared, repeats=repeats)
     except ModelError as e:
         print(f"kws: no embedding head, the model is the BiLSTM alone: {e}", file=sys.stderr)
 
@@ -142,7 +147,7 @@ def cmd_train_head(a: argparse.Namespace) -> None:
     from .head_train import train_head
     cfg = HeadConfig(windows=a.windows, stride=a.stride, context=a.context, hidden=a.hidden, copies=a.copies,
                      epochs=a.epochs, seed=a.seed, pooling=a.pooling)
-    train_head(a.run, a.data, cfg, a.cache_dir, jobs=a.jobs)
+    train_head(a.run, a.data, cfg, a.cache_dir, jobs=a.jobs, repeats=tuple(a.repeat or ()))
 
 
 def cmd_export(a: argparse.Namespace) -> None:
@@ -352,6 +357,9 @@ def build_parser() -> argparse.ArgumentParser:
                    "the head's probabilities with the BiLSTM's: geometric (their normalised geometric mean, a "
                    "product of experts) or mean (arithmetic; the choice before the twenty-seventh session); "
                    f"the head's streaming thresholds are set for it (default {HeadConfig.pooling})")
+    h.add_argument("--repeat", type=positive_int, nargs="+", default=None, metavar="N", help="how often the "
+                   "head's training uses each --data folder's clips, one number per folder, as for `kws train` "
+                   "(default 1 each): e.g. --data data/synth data/mine --repeat 1 20 for a few own recordings")
     h.add_argument("--seed", type=int, default=0, help="seed of the augmentation and the head's weights (default 0)")
     h.add_argument("--cache-dir", type=Path, default=Path("data/cache"), help="decoded-clip cache (default data/cache)")
     h.add_argument("--jobs", type=positive_int, default=jobs_default(), help="processes for decoding audio")

@@ -26,7 +26,7 @@ from tqdm import tqdm
 
 from .checkpoint import load_model
 from .config import HeadConfig, RunConfig
-from .data import PreparedData, prepare
+from .data import PreparedData, check_repeats, clip_repeats, prepare
 from .datasets.augment import Augmenter
 from .device_clips import thresholds_from_validation
 from .embedding_head import EmbeddingHead, check_features, head_path, pool
@@ -72,11 +72,15 @@ class Embedder:
         return out.reshape(b, w, DIM)
 
 
-def embed_split(embed: Embedder, audio: np.ndarray, augment: Augmenter | None, desc: str, batch: int = 256) -> np.ndarray:
-    """(clips, samples) int16 -> (clips, windows, 96) float32; augmented when ``augment`` is given."""
+def embed_split(embed: Embedder, audio: np.ndarray, augment: Augmenter | None, desc: str, batch: int = 256,
+                order: np.ndarray | None = None) -> np.ndarray:
+    """(clips, samples) int16 -> (clips, windows, 96) float32; augmented when ``augment`` is given.
+    ``order`` (n,): the clips to embed, in this order, a clip as often as it is there (default all, once)."""
     out = []
-    for i in tqdm(range(0, len(audio), batch), desc=desc, unit="batch", leave=False):
-        x = torch.from_numpy(audio[i:i + batch].astype(np.float32) / 32768.0)
+    n = len(audio) if order is None else len(order)
+    for i in tqdm(range(0, n, batch), desc=desc, unit="batch", leave=False):
+        part = audio[i:i + batch] if order is None else audio[order[i:i + batch]]
+        x = torch.from_numpy(part.astype(np.float32) / 32768.0)
         if augment is not None:
             x, _ = augment(x)
         out.append(embed(x))
@@ -142,10 +146,13 @@ def save_head(path: Path, head: EmbeddingHead, logmel: EmbeddingLogMel, run_cfg:
 
 
 def train_head(run: Path, roots: list[Path], cfg: HeadConfig, cache_dir: Path, jobs: int = 1,
-               data: PreparedData | None = None, log=print) -> dict:
+               data: PreparedData | None = None, repeats: tuple[int, ...] = (), log=print) -> dict:
     """Train the head of ``run`` (folder with best.pt) on ``roots`` -> metrics; writes RUN/head.pt.
-    Tunes glibc's allocator for the process (pipeline/malloc.py)."""
+    ``repeats``: as `kws train --repeat`, how often each folder's training clips are used (one number
+    per folder; each use of a clip is a copy of its own, differently augmented). Tunes glibc's
+    allocator for the process (pipeline/malloc.py)."""
     t0 = time.time()
+    check_repeats(roots, repeats)
     keep_freed_memory()
     run_cfg, clf = load_model(run)
     check_features(run_cfg.features, cfg)
@@ -158,12 +165,19 @@ def train_head(run: Path, roots: list[Path], cfg: HeadConfig, cache_dir: Path, j
     torch.manual_seed(cfg.seed)
     aug = Augmenter(run_cfg.train.augment, run_cfg.features, data.noise_bank, "cpu")
     tr = data.splits["train"]
-    xs = [embed_split(embed, tr.audio, aug if c else None, f"embed {'clean' if c == 0 else f'copy {c}'} ({c + 1}/{cfg.copies})")
-          for c in range(cfg.copies)]
+    per_clip = clip_repeats(tr.files, roots, repeats)
+    order = np.arange(len(tr)) if per_clip is None else np.repeat(np.arange(len(tr)), per_clip)   # (uses,)
+    # the clean copy embeds each clip once, its vector used as often as the clip; every use of a clip
+    # in an augmented copy is augmented (and embedded) on its own
+    xs = [embed_split(embed, tr.audio, aug if c else None, f"embed {'clean' if c == 0 else f'copy {c}'} ({c + 1}/{cfg.copies})",
+                      order=order if c and per_clip is not None else None) for c in range(cfg.copies)]
+    xs[0] = xs[0][order] if per_clip is not None else xs[0]
     t_embed = time.time() - t0
-    losses = fit_mlp(head, np.concatenate(xs), np.tile(tr.labels, cfg.copies), cfg)
+    losses = fit_mlp(head, np.concatenate(xs), np.tile(tr.labels[order], cfg.copies), cfg)
     thresholds: dict[str, float] = {}
     metrics = {"train_clips": len(tr), "copies": cfg.copies, "embed_s": round(t_embed, 1), "loss": losses}
+    if per_clip is not None:
+        metrics.update(data_repeats=list(repeats), train_uses=len(order))
     val = data.splits["val"]
     if len(val):
         ph = _probs_head(head, embed_split(embed, val.audio, None, "embed val"))

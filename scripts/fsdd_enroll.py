@@ -8,7 +8,10 @@ recordings, against the model before fine-tuning on the same clips; for each spe
 This is what a user does with a few recordings of their own voice in the folder-per-word layout.
 FSDD is linked (not copied) into git-ignored folders data/fsdd_enroll<K>_<spk>/ (the K takes) and
 data/fsdd_rest<K>_<spk>/ (the rest); runs go to runs/enroll<K>x<R>_<spk>/, trained and exported (model.onnx),
-and are reused while newer than the base model. Needs ../shared/data/fsdd.
+and are reused while newer than the base model. When the base run has an embedding head (head.pt), the
+adapted run gets one too (`kws train ... --head`: trained on the same data, own clips repeated as
+for the BiLSTM; runs/enroll<K>x<R>_<spk>_head/), and both models are evaluated as exported
+(model.onnx, head and BiLSTM pooled); --no-head compares the BiLSTMs alone. Needs ../shared/data/fsdd.
 Last line: name=value pairs (base_<spk>, adapted_<spk>, means).
 """
 from __future__ import annotations
@@ -40,7 +43,11 @@ def main() -> None:
     ap.add_argument("--epochs", type=int, default=3, help="fine-tuning epochs (default 3)")
     ap.add_argument("--repeat", type=int, default=20, help="uses of each own recording per epoch (default 20)")
     ap.add_argument("--speakers", default="jackson,nicolas,theo,yweweler", help="comma-separated FSDD speakers")
+    ap.add_argument("--no-head", action="store_true", help="the BiLSTM alone, before and after, even when the base "
+                    "run has an embedding head (by default its head.pt makes both models the exported ones: the "
+                    "base's model.onnx, and the adapted run trained with --head, its head on the same data)")
     a = ap.parse_args()
+    head = (a.base / "head.pt").is_file() and not a.no_head
     if not a.fsdd.is_dir():
         sys.exit(f"{a.fsdd}: not found (FSDD is in ../shared/data, outside the project)")
     from pipeline.evaluate import evaluate
@@ -50,19 +57,20 @@ def main() -> None:
         rest = REPO / "data" / f"fsdd_rest{a.takes}_{spk}"
         link_tree(a.fsdd, enroll, lambda f: f.name.startswith(spk + "_") and take_of(f) < a.takes)
         link_tree(a.fsdd, rest, lambda f: f.name.startswith(spk + "_") and take_of(f) >= a.takes)
-        run = REPO / "runs" / f"enroll{a.takes}x{a.repeat}_{spk}"
+        run = REPO / "runs" / (f"enroll{a.takes}x{a.repeat}_{spk}" + ("_head" if head else ""))
         base_pt = a.base / "best.pt" if a.base.is_dir() else a.base
         done = run / "model.onnx"          # reused only if made after the base model's checkpoint
         if not (done.is_file() and done.stat().st_mtime > base_pt.stat().st_mtime):
             subprocess.run([sys.executable, "-m", "pipeline.cli", "train", "--data", str(a.synth), str(enroll),
                             "--out", str(run), "--init", str(a.base), "--epochs", str(a.epochs),
-                            "--repeat", "1", str(a.repeat)],
+                            "--repeat", "1", str(a.repeat)] + (["--head"] if head else []),
                            cwd=REPO, check=True)
-            subprocess.run([sys.executable, "-m", "pipeline.cli", "export", str(run)], cwd=REPO, check=True,
-                           stdout=subprocess.DEVNULL)
+            subprocess.run([sys.executable, "-m", "pipeline.cli", "export", str(run)] + ([] if head else ["--no-head"]),
+                           cwd=REPO, check=True, stdout=subprocess.DEVNULL)
         quiet = dict(jobs=2, log=lambda *x: None)
-        res[f"base_{spk}"], n = target_accuracy(evaluate(a.base, [rest], "all", **quiet))
-        res[f"adapted_{spk}"], _ = target_accuracy(evaluate(run, [rest], "all", **quiet))
+        base = a.base / "model.onnx" if head else a.base
+        res[f"base_{spk}"], n = target_accuracy(evaluate(base, [rest], "all", **quiet))
+        res[f"adapted_{spk}"], _ = target_accuracy(evaluate(run / "model.onnx" if head else run, [rest], "all", **quiet))
         print(f"{spk}: {res[f'base_{spk}']:.4f} before, {res[f'adapted_{spk}']:.4f} after adapting to "
               f"{a.takes} takes per digit ({n} other clips)", flush=True)
     for k in ("base", "adapted"):

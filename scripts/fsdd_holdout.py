@@ -6,17 +6,24 @@ evaluate on that speaker; for each of the four speakers in turn.
     python scripts/fsdd_holdout.py --init runs/default --epochs 5     # fine-tune the default model
     python scripts/fsdd_holdout.py --epochs 40 --repeat-real 3        # real clips 3 times per epoch
     python scripts/fsdd_holdout.py --epochs 40 --train-args "--hidden 96 --mfcc-tower 96" --tag tw96
+    python scripts/fsdd_holdout.py --epochs 40 --head                 # + the embedding head, as `kws demo`
+    python scripts/fsdd_holdout.py --bilstm runs/default              # that run's BiLSTM (synthetic voices
+                                                                      # only), a head trained with the 3 speakers
 
 FSDD is linked (not copied) into git-ignored folders under data/: data/fsdd_minus_<spk>/ and
 data/fsdd_only_<spk>/. Runs go to runs/fsdd_minus_<spk>/ (with --init: runs/ft_fsdd_minus_<spk>/; _x<N> with
---repeat-real N; _<TAG> with --tag TAG). A run that was stopped part-way is continued with
-`kws train --resume`; a finished one is only evaluated again.
+--repeat-real N; _<TAG> with --tag TAG; _head with --head; runs/head_fsdd_minus_<spk>_<RUN name> with
+--bilstm RUN). A run that was stopped part-way is continued with `kws train --resume`; a finished one
+is only evaluated again. With --head (and --bilstm) the head is trained on the same data as the
+BiLSTM (`kws train-head RUN --data SYNTH FSDD-minus-speaker`), the run exported with it (`kws
+export RUN`), and the exported model.onnx, the head pooled with the BiLSTM, is what is evaluated.
 Last line: name=value pairs.
 """
 from __future__ import annotations
 
 import argparse
 import shlex
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -56,6 +63,10 @@ def main() -> None:
     ap.add_argument("--train-args", default="", help="more kws train flags, one string, e.g. "
                     "\"--hidden 96 --mfcc-tower 96\" (needs --tag, so the runs do not reuse the default's)")
     ap.add_argument("--tag", default="", help="suffix of the run folders, runs/fsdd_minus_<spk>_<TAG>")
+    ap.add_argument("--head", action="store_true", help="also train the embedding head on the same data, export, "
+                    "and evaluate the exported model (the head pooled with the BiLSTM)")
+    ap.add_argument("--bilstm", type=Path, default=None, help="no BiLSTM training: this run's best.pt, with a head "
+                    "trained on the synthetic set plus the other speakers (implies --head)")
     a = ap.parse_args()
     if a.train_args and not a.tag:
         ap.error("--train-args needs --tag: without it the runs would be named, and reused, as the default's")
@@ -66,14 +77,31 @@ def main() -> None:
         link_tree(a.fsdd, minus, lambda f: not f.name.startswith(spk + "_"))
         link_tree(a.fsdd, only, lambda f: f.name.startswith(spk + "_"))
         run = REPO / "runs" / ((f"ft_fsdd_minus_{spk}" if a.init else f"fsdd_minus_{spk}")
-                               + (f"_x{a.repeat_real}" if a.repeat_real > 1 else "") + (f"_{a.tag}" if a.tag else ""))
+                               + (f"_x{a.repeat_real}" if a.repeat_real > 1 else "") + (f"_{a.tag}" if a.tag else "")
+                               + ("_head" if a.head else ""))
+        if a.bilstm:
+            run = REPO / "runs" / f"head_fsdd_minus_{spk}_{a.bilstm.resolve().name}"
+            run.mkdir(parents=True, exist_ok=True)
+            if not (run / "best.pt").is_file():
+                shutil.copy(a.bilstm / "best.pt", run / "best.pt")
         done, total = trained_epochs(run)
-        if done is None or done < total:   # a new run, or one that was stopped: --resume continues it
+        if a.bilstm:
+            pass
+        elif done is None or done < total:   # a new run, or one that was stopped: --resume continues it
             subprocess.run([sys.executable, "-m", "pipeline.cli", "train", "--data", str(a.synth), str(minus),
                             "--out", str(run), "--epochs", str(a.epochs), "--repeat", "1", str(a.repeat_real)]
                            + (["--init", str(a.init)] if a.init else []) + shlex.split(a.train_args)
                            + (["--resume"] if done is not None else []), cwd=REPO, check=True)
-        rep = evaluate(run, [only], "all", jobs=2, log=lambda *x: None)
+        model = run
+        if a.head or a.bilstm:
+            if not (run / "head.pt").is_file():
+                subprocess.run([sys.executable, "-m", "pipeline.cli", "train-head", str(run), "--data", str(a.synth),
+                                str(minus)], cwd=REPO, check=True)
+            model = run / "model.onnx"
+            if not model.is_file() or model.stat().st_mtime < (run / "head.pt").stat().st_mtime:
+                subprocess.run([sys.executable, "-m", "pipeline.cli", "export", str(run)], cwd=REPO, check=True,
+                               stdout=subprocess.DEVNULL)
+        rep = evaluate(model, [only], "all", jobs=2, log=lambda *x: None)
         res[spk], n = target_accuracy(rep)
         print(f"held-out speaker {spk}: accuracy {res[spk]:.4f} on {n} clips", flush=True)
     mean = sum(res.values()) / len(res)

@@ -211,6 +211,29 @@ def test_train_with_head_flag(tiny_data, tmp_path):
     p = kws("train", "--data", tiny_data, "--out", run, "--epochs", "1", "--hidden", "16", "--layers", "1",
             "--cache-dir", tmp_path / "cache", "--device", "cpu", "--jobs", "2")
     assert "head.pt is from an earlier `kws train-head`" in p.stdout
+    p = kws("train", "--data", tiny_data, "--out", tmp_path / "tuned", "--init", run, "--epochs", "1",
+            "--cache-dir", tmp_path / "cache", "--device", "cpu", "--jobs", "2")
+    assert "has an embedding head" in p.stdout and "add --head" in p.stdout      # fine-tuning without one: said
+
+
+def test_head_repeats_own_recordings(head_run, tiny_data, tmp_path):
+    """`kws train-head --repeat 1 4`: each training clip of the second folder is used 4 times (an own
+    voice among many synthetic ones, as in the README's adaptation recipe)."""
+    from pipeline.datasets.speech_commands import hash_split
+    speaker = next(f"me{i}" for i in range(100) if hash_split(f"me{i}") == "train")
+    mine = tmp_path / "mine"
+    for w in WORDS:
+        (mine / w).mkdir(parents=True)
+        for k, f in enumerate(sorted((tiny_data / w).glob("*.wav"))[:2]):
+            shutil.copy(f, mine / w / f"{speaker}_nohash_{k}.wav")
+    run = tmp_path / "run"
+    shutil.copytree(head_run, run, ignore=shutil.ignore_patterns("*.onnx", "eval-*", "head*"))
+    p = kws("train-head", run, "--data", tiny_data, mine, "--repeat", "1", "4", "--epochs", "2",
+            "--cache-dir", tmp_path / "cache", "--jobs", "2")
+    metrics = json.loads((run / "head_metrics.json").read_text())
+    assert metrics["data_repeats"] == [1, 4] and metrics["train_uses"] == metrics["train_clips"] + 3 * 2 * len(WORDS), p.stdout
+    p = kws("train-head", run, "--data", tiny_data, mine, "--repeat", "4", check=False)
+    assert p.returncode == 2 and p.stderr.count("\n") == 1 and "--repeat: give one number per --data folder" in p.stderr
 
 
 def test_export_without_head(head_run, tmp_path):
