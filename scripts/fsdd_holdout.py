@@ -85,9 +85,7 @@ def main() -> None:
             if not (run / "best.pt").is_file():
                 shutil.copy(a.bilstm / "best.pt", run / "best.pt")
         done, total = trained_epochs(run)
-        if a.bilstm:
-            pass
-        elif done is None or done < total:   # a new run, or one that was stopped: --resume continues it
+        if not a.bilstm and (done is None or done < total):   # a new run, or a stopped one: --resume continues it
             subprocess.run([sys.executable, "-m", "pipeline.cli", "train", "--data", str(a.synth), str(minus),
                             "--out", str(run), "--epochs", str(a.epochs), "--repeat", "1", str(a.repeat_real)]
                            + (["--init", str(a.init)] if a.init else []) + shlex.split(a.train_args)
@@ -96,7 +94,7 @@ def main() -> None:
         if a.head or a.bilstm:
             if not (run / "head.pt").is_file():
                 subprocess.run([sys.executable, "-m", "pipeline.cli", "train-head", str(run), "--data", str(a.synth),
-                                str(minus)], cwd=REPO, check=True)
+                                str(minus), "--repeat", "1", str(a.repeat_real)], cwd=REPO, check=True)
             model = run / "model.onnx"
             if not model.is_file() or model.stat().st_mtime < (run / "head.pt").stat().st_mtime:
                 subprocess.run([sys.executable, "-m", "pipeline.cli", "export", str(run)], cwd=REPO, check=True,
