@@ -166,17 +166,19 @@ def train_head(run: Path, roots: list[Path], cfg: HeadConfig, cache_dir: Path, j
     aug = Augmenter(run_cfg.train.augment, run_cfg.features, data.noise_bank, "cpu")
     tr = data.splits["train"]
     per_clip = clip_repeats(tr.files, roots, repeats)
-    order = np.arange(len(tr)) if per_clip is None else np.repeat(np.arange(len(tr)), per_clip)   # (uses,)
+    order = None if per_clip is None else np.repeat(np.arange(len(tr)), per_clip)   # (uses,); None: each once
     # the clean copy embeds each clip once, its vector used as often as the clip; every use of a clip
     # in an augmented copy is augmented (and embedded) on its own
     xs = [embed_split(embed, tr.audio, aug if c else None, f"embed {'clean' if c == 0 else f'copy {c}'} ({c + 1}/{cfg.copies})",
-                      order=order if c and per_clip is not None else None) for c in range(cfg.copies)]
-    xs[0] = xs[0][order] if per_clip is not None else xs[0]
+                      order=order if c else None) for c in range(cfg.copies)]
+    labels = tr.labels
+    if order is not None:
+        xs[0], labels = xs[0][order], tr.labels[order]
     t_embed = time.time() - t0
-    losses = fit_mlp(head, np.concatenate(xs), np.tile(tr.labels[order], cfg.copies), cfg)
+    losses = fit_mlp(head, np.concatenate(xs), np.tile(labels, cfg.copies), cfg)
     thresholds: dict[str, float] = {}
     metrics = {"train_clips": len(tr), "copies": cfg.copies, "embed_s": round(t_embed, 1), "loss": losses}
-    if per_clip is not None:
+    if order is not None:
         metrics.update(data_repeats=list(repeats), train_uses=len(order))
     val = data.splits["val"]
     if len(val):
