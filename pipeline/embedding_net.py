@@ -37,7 +37,7 @@ import torch
 from torch import nn
 
 from .errors import ModelError
-from .speech_embedding import N_MELS, WINDOW_FRAMES, fetch_models, window_starts
+from .speech_embedding import N_MELS, fetch_models, window_starts
 
 N_FFT, HOP, TAPS_FROM = 400, 160, 56     # 400 window taps, at offset 56 of the upstream 512-sample kernel
 

@@ -38,7 +38,7 @@ from .config import REFRACTORY_MS, SILENCE, SMOOTH_WINDOWS, UNKNOWN
 from .errors import StreamError
 from .config import HeadConfig
 from .runtime import OnnxModel, sibling
-from .speech_embedding import WINDOW_FRAMES, window_starts
+from .speech_embedding import window_starts
 
 
 class StreamingScorer:

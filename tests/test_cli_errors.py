@@ -78,7 +78,8 @@ def test_conv_needs_every_mel_band(tiny_data, tmp_path):
 
 def test_conv_default_follows_n_mfcc():
     """Without --conv: the default convolution with all 40 coefficients, none with fewer."""
-    from pipeline.cli import _run_config, build_parser
+    from pipeline.cli import build_parser
+    from pipeline.train_cli import _run_config
     from pipeline.config import ModelConfig
     parse = lambda *a: build_parser().parse_args(["train", "--data", "d", "--out", "r", *a])
     assert _run_config(parse(), ("a", "b")).model.conv_channels == ModelConfig.conv_channels > 0

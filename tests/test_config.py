@@ -2,8 +2,8 @@ import json
 
 import pytest
 
-from pipeline.config import (AugmentConfig, ConfigError, FeatureConfig, ModelConfig, RunConfig, TrainConfig,
-                             apply_overrides)
+from pipeline.config import AugmentConfig, ConfigError, FeatureConfig, ModelConfig, RunConfig, TrainConfig
+from pipeline.config_overrides import apply_overrides
 
 
 def make(**kw):
