@@ -245,6 +245,14 @@ def test_export_without_head(head_run, tmp_path):
     assert OnnxModel(tmp_path / "plain.frames.onnx").session.get_inputs()[0].shape[2] == m.config.features.n_mfcc
 
 
+def test_export_notes_a_missing_head(tiny_run, tmp_path):
+    """A run without head.pt exports the BiLSTM alone and says so, with the command that adds the head."""
+    p = kws("export", tiny_run, "--out", tmp_path / "plain.onnx")
+    note = [l for l in p.stdout.splitlines() if l.startswith("note: no embedding head")]
+    assert len(note) == 1 and f"kws train-head {tiny_run}" in note[0]
+    assert not (tmp_path / "plain.cached.onnx").exists()
+
+
 def test_head_bad_inputs(head_run, tiny_data, tmp_path):
     p = kws("train-head", tmp_path / "nothing", "--data", tiny_data, check=False)
     assert p.returncode == 2 and p.stderr.count("\n") == 1 and "no such checkpoint" in p.stderr
