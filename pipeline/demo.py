@@ -54,16 +54,16 @@ def cmd_demo(a: argparse.Namespace) -> None:
     print(f"  test accuracy  {report['accuracy']:.4f} on held-out synthetic speakers "
           f"(confusion matrix in {paths['model'].parent}/eval-{a.data.name}-test/)")
     print(f"  next: kws stream --model {paths['model']} --mic")
-    gain = "" if a.no_head else "; on FSDD's speakers 87% -> 98%"
+    gain, head = ("", "") if a.no_head else ("; on FSDD's speakers 87% -> 98%", " --head")
     print(f"  your own voice (5 takes of each word{gain}): kws record --model {paths['model']} "
           f"--out data/mine --takes 5 && kws train --init {run} --data {a.data} data/mine --repeat 1 20 --epochs 3 "
-          f"--out {run}_mine{' --head' if not a.no_head else ''} && kws export {run}_mine")
+          f"--out {run}_mine{head} && kws export {run}_mine")
     seed = f" --seed {a.seed}" if a.seed else ""
     more, run6 = f"{a.data}_t6", f"{run}_t6"
     print(f"  fewer false accepts in a stream: three times the clips, then one threshold chosen on a validation "
-          f"stream (README, \"Calibrated for 0.5 false accepts per hour\"):\n"
+          f"stream (README, \"Six takes with the head\"):\n"
           f"    kws synth --out {more} --takes 6 --unknown-per-speaker 30{seed} && kws train --data {more} "
-          f"--out {run6} --epochs {a.epochs}{seed}{' --head' if not a.no_head else ''} && kws export {run6} && kws calibrate --model "
+          f"--out {run6} --epochs {a.epochs}{seed}{head} && kws export {run6} && kws calibrate --model "
           f"{run6}/model.onnx --data {a.data}")
 
 
