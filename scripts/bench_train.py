@@ -2,8 +2,8 @@
 """Training throughput: the naive input pipeline against the project's, in the same process.
 
 Workload: a Speech-Commands-sized set made in memory (default 85,000 one-second int16 clips,
-35 classes, random audio: no download), the default model (pipeline.config.ModelConfig), timed
-for a fixed number of steps after warm-up, on CUDA when present, else CPU.
+35 classes, random audio: no download), the default model (pipeline.config.ModelConfig), the median
+step time over a fixed number of steps after warm-up (the mean printed beside it), on CUDA when present, else CPU.
 
     (a) naive:   a Dataset computing augmentation (shift, noise) and MFCC per item in __getitem__,
                  a DataLoader with worker processes, the model in fp32
@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import resource
+import statistics
 import sys
 import time
 from pathlib import Path
@@ -66,25 +67,27 @@ def peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
-def time_steps(step, batches, warmup: int, steps: int, device: torch.device) -> float:
+def time_steps(step, batches, warmup: int, steps: int, device: torch.device) -> tuple[float, float]:
+    """(median, mean) seconds of one step over ``steps`` timed steps, after ``warmup`` untimed ones:
+    a shared machine's slow spells (another process on a core) move the median less than the mean."""
     it = iter(batches)
     for _ in range(warmup):
         step(*next(it))
-    if device.type == "cuda":
-        torch.cuda.synchronize()
-    t = time.perf_counter()
+    times = []
     for _ in range(steps):
-        step(*next(it))
-    if device.type == "cuda":
-        torch.cuda.synchronize()
-    return time.perf_counter() - t
+        t = time.perf_counter()
+        step(*next(it))                       # the wait for the batch counts: the naive path's loader is its cost
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+        times.append(time.perf_counter() - t)
+    return statistics.median(times), statistics.fmean(times)
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--clips", type=int, default=85000, help="clips in the in-memory workload (default 85000)")
     ap.add_argument("--classes", type=int, default=35, help="classes (default 35, as Speech Commands v2)")
-    ap.add_argument("--steps", type=int, default=None, help="timed steps per path (default 50 on CUDA, 6 on CPU)")
+    ap.add_argument("--steps", type=int, default=None, help="timed steps per path (default 50 on CUDA, 10 on CPU)")
     ap.add_argument("--warmup", type=int, default=None, help="untimed steps first (default 10 on CUDA, 2 on CPU)")
     ap.add_argument("--batch-size", type=int, default=None, help="project path batch (default 512 on CUDA, 128 on CPU)")
     ap.add_argument("--workers", type=int, default=2, help="DataLoader workers for the naive path (default 2)")
@@ -98,7 +101,7 @@ def main() -> None:
     device = torch.device("cuda" if a.device == "auto" and torch.cuda.is_available() else
                           ("cpu" if a.device == "auto" else a.device))
     cuda = device.type == "cuda"
-    steps, warmup = a.steps or (50 if cuda else 6), a.warmup or (10 if cuda else 2)
+    steps, warmup = a.steps or (50 if cuda else 10), a.warmup or (10 if cuda else 2)
     bs = a.batch_size or (512 if cuda else 128)
     feats = FeatureConfig()
     rng = np.random.default_rng(0)
@@ -127,10 +130,10 @@ def main() -> None:
         loss.backward()
         opt.step()
 
-    t_naive = time_steps(naive_step, dl, warmup, steps, device)
-    naive_cps = steps * 128 / t_naive
+    t_naive, mean_naive = time_steps(naive_step, dl, warmup, steps, device)
+    naive_cps = 128 / t_naive
     del dl
-    print(f"(a) naive   : {naive_cps:9.0f} clips/s  ({t_naive / steps * 1000:.0f} ms per batch of 128)", flush=True)
+    print(f"(a) naive   : {naive_cps:9.0f} clips/s  ({t_naive * 1000:.0f} ms per batch of 128, median; mean {mean_naive * 1000:.0f})", flush=True)
 
     # (b) project
     tuned = keep_freed_memory()       # what `kws train` does first (pipeline/malloc.py); (a) ran without
@@ -151,11 +154,11 @@ def main() -> None:
                 idx = perm[i:i + bs]
                 yield clips.batch(idx.to(device) if clips.on_device else idx)
 
-    t_ours = time_steps(step, batches(), warmup, steps, device)
-    cps = steps * bs / t_ours
-    print(f"(b) project : {cps:9.0f} clips/s  ({t_ours / steps * 1000:.0f} ms per batch of {bs})", flush=True)
-    t_in = time_steps(step.inputs, batches(), warmup, steps, device)
-    print(f"    of which the input half (augmentation, MFCC, SpecAugment) alone: {t_in / steps * 1000:.1f} ms "
+    t_ours, mean_ours = time_steps(step, batches(), warmup, steps, device)
+    cps = bs / t_ours
+    print(f"(b) project : {cps:9.0f} clips/s  ({t_ours * 1000:.0f} ms per batch of {bs}, median; mean {mean_ours * 1000:.0f})", flush=True)
+    t_in, _ = time_steps(step.inputs, batches(), warmup, steps, device)
+    print(f"    of which the input half (augmentation, MFCC, SpecAugment) alone: {t_in * 1000:.1f} ms "
           f"per batch ({100 * t_in / t_ours:.0f}%); the model's forward, backward and AdamW the rest")
     name = torch.cuda.get_device_name(device) if cuda else f"cpu ({torch.get_num_threads()} threads)"
     name += (", bf16 autocast" if step.amp else ", fp32") + (", glibc malloc kept freed memory" if tuned else "")
