@@ -3,7 +3,8 @@
 
 Workload: a Speech-Commands-sized set made in memory (default 85,000 one-second int16 clips,
 35 classes, random audio: no download), the default model (pipeline.config.ModelConfig), the median
-step time over a fixed number of steps after warm-up (the mean printed beside it), on CUDA when present, else CPU.
+step time over a fixed number of steps after warm-up (the mean printed beside it; on CUDA the mean of
+one timed run of them all), on CUDA when present, else CPU.
 
     (a) naive:   a Dataset computing augmentation (shift, noise) and MFCC per item in __getitem__,
                  a DataLoader with worker processes, the model in fp32
@@ -69,16 +70,23 @@ def peak_rss_mb() -> float:
 
 def time_steps(step, batches, warmup: int, steps: int, device: torch.device) -> tuple[float, float]:
     """(median, mean) seconds of one step over ``steps`` timed steps, after ``warmup`` untimed ones:
-    a shared machine's slow spells (another process on a core) move the median less than the mean."""
+    a shared machine's slow spells (another process on a core) move the median less than the mean.
+    On CUDA both are the mean of one timed run of all the steps (the GPU runs them queued)."""
     it = iter(batches)
     for _ in range(warmup):
         step(*next(it))
+    if device.type == "cuda":                 # one sync per step would stall the GPU's queue: time them all at once
+        torch.cuda.synchronize()
+        t = time.perf_counter()
+        for _ in range(steps):
+            step(*next(it))
+        torch.cuda.synchronize()
+        per_step = (time.perf_counter() - t) / steps
+        return per_step, per_step
     times = []
     for _ in range(steps):
         t = time.perf_counter()
         step(*next(it))                       # the wait for the batch counts: the naive path's loader is its cost
-        if device.type == "cuda":
-            torch.cuda.synchronize()
         times.append(time.perf_counter() - t)
     return statistics.median(times), statistics.fmean(times)
 
