@@ -246,9 +246,10 @@ def add_stream_commands(add) -> None:
                    "built from (not the speakers you will test on)")
     c.add_argument("--target-fa", type=nonneg_float, default=0.5, help="false accepts per hour allowed on that "
                    "stream (default 0.5); the threshold with the most hits at or under it is kept")
-    c.add_argument("--minutes", type=positive_float, default=360.0, help="stream length in minutes (default 360, "
-                   "about 6 min per classifier on one core: at 0.5 per hour up to 3 false accepts, where 120 minutes "
-                   "allow one and choose by luck; README, Results)")
+    c.add_argument("--minutes", type=positive_float, default=720.0, help="stream length in minutes (default 720, "
+                   "about 13 min per classifier on one core, 2.8 GB for the audio: at 0.5 per hour up to 6 false "
+                   "accepts; two 360-minute streams of the same speakers made 3 and 9 at one threshold; README, "
+                   "Results)")
     c.add_argument("--split", choices=["val", "all"], default="val", help="clips the stream is built from "
                    "(default val; all for a dataset of other speakers than the one you test on)")
     c.add_argument("--seed", type=int, default=0, help="random seed for the stream layout (default 0)")
