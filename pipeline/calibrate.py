@@ -29,6 +29,7 @@ from pathlib import Path
 
 import numpy as np
 
+from .config import CALIBRATE_MINUTES, REFRACTORY_MS, SMOOTH_WINDOWS
 from .errors import ModelError, StreamError
 from .runtime import sibling
 
@@ -77,11 +78,10 @@ def write_threshold(model: Path, threshold: float, calibration: dict) -> list[Pa
     return paths
 
 
-def calibrate(model: Path, data: Path, target_fa: float = 0.5, minutes: float = 720.0, split: str = "val",
-              seed: int = 0, out_dir: Path | None = None, noise_dirs=(), log=print) -> dict:
+def calibrate(model: Path, data: Path, target_fa: float = 0.5, minutes: float = CALIBRATE_MINUTES,
+              split: str = "val", seed: int = 0, out_dir: Path | None = None, noise_dirs=(), log=print) -> dict:
     """Stream ``split`` of ``data`` through ``model``, choose the global threshold for ``target_fa``
     false accepts per hour, write it into the model's three graphs -> the calibration record."""
-    from .config import REFRACTORY_MS, SMOOTH_WINDOWS
     from .stream_eval import stream_eval
     smooth, refractory_ms = SMOOTH_WINDOWS, REFRACTORY_MS          # what `kws stream` uses by default
     model = Path(model)

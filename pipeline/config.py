@@ -35,6 +35,9 @@ REFRACTORY_MS = 1500
 #: against 83.3-84.9% at 0-1/h and 317-327 ms for N=5 at 0.7. Models calibrated with `kws calibrate`
 #: stream with the N their threshold was chosen for.
 SMOOTH_WINDOWS = 3
+#: `kws calibrate`: minutes of validation stream (at 0.5 false accepts/h up to 6; two 360-minute
+#: layouts of the same speakers made 3 and 9 at one threshold and chose 0.81 and 0.90; README).
+CALIBRATE_MINUTES = 720.0
 #: Most MFCC frames one LSTM step may join (ModelConfig.frame_stack).
 MAX_FRAME_STACK = 8
 MAX_CONV_CHANNELS = 64

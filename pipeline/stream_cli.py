@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 
 from .errors import StreamError
-from .config import REFRACTORY_MS, SMOOTH_WINDOWS
+from .config import CALIBRATE_MINUTES, REFRACTORY_MS, SMOOTH_WINDOWS
 
 
 def model_smoothing(scorer, smooth: int | None) -> int:
@@ -246,7 +246,8 @@ def add_stream_commands(add) -> None:
                    "built from (not the speakers you will test on)")
     c.add_argument("--target-fa", type=nonneg_float, default=0.5, help="false accepts per hour allowed on that "
                    "stream (default 0.5); the threshold with the most hits at or under it is kept")
-    c.add_argument("--minutes", type=positive_float, default=720.0, help="stream length in minutes (default 720, "
+    c.add_argument("--minutes", type=positive_float, default=CALIBRATE_MINUTES,
+                   help=f"stream length in minutes (default {CALIBRATE_MINUTES:g}, "
                    "about 13 min per classifier on one core, 2.8 GB for the audio: at 0.5 per hour up to 6 false "
                    "accepts; two 360-minute streams of the same speakers made 3 and 9 at one threshold; README, "
                    "Results)")
