@@ -252,6 +252,9 @@ class HeadConfig:
     label_smoothing: float = 0.05
     batch_size: int = 1024
     seed: int = 0
+    # A second classifier, on EfficientWord-Net's word embedding (pipeline/word_head.py, `kws
+    # train-head --word`), pooled with the two: README, Results, "A word embedding trained on real speech".
+    word: bool = False
 
     def __post_init__(self) -> None:
         _check(self.windows >= 1 and 1 <= self.context <= self.windows, "need windows >= context >= 1")

@@ -15,8 +15,12 @@ on a large body of real speech. Pooled with the BiLSTM it does better than eithe
 ``WithHead``: (batch, frames, n_mfcc + 32) -> (batch, classes): the BiLSTM's (or ensemble's) and the
     head's probabilities pooled (:func:`pool`), as log-probabilities, in place of the classifier in
     the exported graphs.
-``CachedHead``: (batch, frames, n_mfcc) and (batch, windows, 96) -> (batch, classes) probabilities:
+``CachedHead``: (batch, frames, n_mfcc [+ 64]) and (batch, windows, 96) -> (batch, classes) probabilities:
     the same with the embedding vectors computed outside, by the stream's vector cache.
+
+With ``HeadConfig.word`` the head also carries a word head (pipeline/word_head.py, ``EmbeddingHead.word``):
+the front-end then adds 64 log-filterbank columns after the 32 log-mel ones, and the pooled
+probabilities are pooled once more with the word head's.
 """
 from __future__ import annotations
 
@@ -32,6 +36,8 @@ from .errors import CheckpointError, ConfigError
 from .features import MFCC
 from .model import WordDropout, log_mean_probs
 from .speech_embedding import DIM, N_MELS, WINDOW_FRAMES, window_starts
+from .word_head import check_window, pool_word
+from .word_net import WordFbank
 
 
 def check_features(f: FeatureConfig, cfg: HeadConfig) -> None:
@@ -77,6 +83,7 @@ class EmbeddingHead(nn.Module):
         self.embedding = net.eval().requires_grad_(False)
         self.mlp = MLPHead(cfg, n_classes)
         self.thresholds: dict[str, float] = {}     # streaming thresholds set with the BiLSTM (head.pt)
+        self.word: nn.Module | None = None          # the word head (pipeline/word_head.py), with cfg.word
 
     def vectors(self, logmel: torch.Tensor) -> torch.Tensor:
         """(batch, frames, 32) -> (batch, windows, 96); frames must be the model's window."""
@@ -103,39 +110,50 @@ def pool(lstm: torch.Tensor, head: torch.Tensor, pooling: str) -> torch.Tensor:
 
 
 class HeadFrontend(nn.Module):
-    """(batch, samples) -> (batch, frames, n_mfcc + 32): the MFCC front-end and the embedding's log-mel."""
+    """(batch, samples) -> (batch, frames, n_mfcc + 32 [+ 64]): the MFCC front-end, the embedding's
+    log-mel and, with the word head, its log filterbank (word_net.WordFbank)."""
 
-    def __init__(self, mfcc: MFCC, logmel: EmbeddingLogMel):
+    def __init__(self, mfcc: MFCC, logmel: EmbeddingLogMel, word: bool = False):
         super().__init__()
         self.mfcc, self.logmel = mfcc, logmel
+        self.fbank = WordFbank() if word else None
 
     def forward(self, wave: torch.Tensor) -> torch.Tensor:
-        return torch.cat([self.mfcc(wave), self.logmel(wave)], dim=-1)
+        parts = [self.mfcc(wave), self.logmel(wave)] + ([self.fbank(wave)] if self.fbank is not None else [])
+        return torch.cat(parts, dim=-1)
 
 
 class WithHead(nn.Module):
-    """(batch, frames, n_mfcc + 32) -> (batch, classes): both models' probabilities pooled (log)."""
+    """(batch, frames, n_mfcc + 32 [+ 64]) -> (batch, classes): both models' probabilities pooled (log),
+    then with the word head's (word_head.pool_word) where there is one."""
 
     def __init__(self, classifier: nn.Module, head: EmbeddingHead, n_mfcc: int):
         super().__init__()
         self.classifier, self.head, self.n_mfcc = classifier, head, n_mfcc
 
     def forward(self, feats: torch.Tensor) -> torch.Tensor:
-        return pool(self.classifier(feats[..., :self.n_mfcc]), self.head(feats[..., self.n_mfcc:]), self.head.cfg.pooling)
+        n = self.n_mfcc
+        lp = pool(self.classifier(feats[..., :n]), self.head(feats[..., n:n + N_MELS]), self.head.cfg.pooling)
+        return lp if self.head.word is None else pool_word(lp, self.head.word(feats[..., n + N_MELS:]))
 
 
 class CachedHead(nn.Module):
-    """(batch, frames, n_mfcc) MFCC frames, (batch, windows, 96) embedding vectors -> (batch, classes)
-    probabilities: ``WithHead`` with the embedding (``EmbeddingHead.vectors``) run outside, so that a
-    stream embeds each window once and keeps the vectors for the next hops (model.cached.onnx)."""
+    """(batch, frames, n_mfcc [+ 64]) MFCC frames (and the word head's), (batch, windows, 96) embedding
+    vectors -> (batch, classes) probabilities: ``WithHead`` with the embedding (``EmbeddingHead.vectors``)
+    run outside, so that a stream embeds each window once and keeps the vectors for the next hops
+    (model.cached.onnx)."""
 
     def __init__(self, with_head: WithHead):
         super().__init__()
         self.classifier, self.mlp = with_head.classifier, with_head.head.mlp
+        self.word, self.n_mfcc = with_head.head.word, with_head.n_mfcc
         self.pooling = with_head.head.cfg.pooling
 
     def forward(self, frames: torch.Tensor, vectors: torch.Tensor) -> torch.Tensor:
-        return torch.softmax(pool(self.classifier(frames), self.mlp(vectors), self.pooling), dim=-1)
+        lp = pool(self.classifier(frames[..., :self.n_mfcc]), self.mlp(vectors), self.pooling)
+        if self.word is not None:
+            lp = pool_word(lp, self.word(frames[..., self.n_mfcc:]))
+        return torch.softmax(lp, dim=-1)
 
 
 def head_path(run: Path) -> Path:
@@ -168,4 +186,13 @@ def load_head(path: Path, labels: tuple[str, ...], features: FeatureConfig) -> t
     except RuntimeError as e:
         raise CheckpointError(f"{path}: weights do not fit its config ({str(e).splitlines()[0][:120]})") from None
     head.thresholds = dict(ck.get("thresholds", {}))
+    if cfg.word:
+        from .word_head import new_word_head
+        check_window(features.n_frames)
+        head.word = new_word_head(len(labels))
+        try:
+            head.word.mlp.load_state_dict(ck["word_mlp"])
+        except (KeyError, RuntimeError) as e:
+            raise CheckpointError(f"{path}: its word head does not fit ({str(e).splitlines()[0][:120]})") from None
+        head.word.eval()
     return cfg, head.eval(), logmel.eval()

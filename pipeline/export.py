@@ -40,6 +40,7 @@ import torch
 
 from .config import HeadConfig, RunConfig
 from .embedding_head import CachedHead, HeadFrontend, WithHead, head_path, load_head
+from .word_net import WORD_BANDS
 from .embedding_net import split_net, stem_positions
 from .ensemble import load_ensemble, mean_thresholds
 from .errors import ConfigError, ModelError
@@ -187,7 +188,8 @@ def export_run(run: Path | list[Path], out: Path | None = None, int8: bool = Fal
     hcfg, logmel, width = None, None, f.n_mfcc
     if head and head_path(runs[0]).is_file():
         hcfg, emb_head, logmel = load_head(head_path(runs[0]), cfg.labels, f)
-        clf, width = WithHead(clf, emb_head, f.n_mfcc).eval(), f.n_mfcc + N_MELS
+        word = WORD_BANDS if emb_head.word is not None else 0
+        clf, width = WithHead(clf, emb_head, f.n_mfcc).eval(), f.n_mfcc + N_MELS + word
         thresholds = emb_head.thresholds or thresholds
         log(f"with the embedding head {head_path(runs[0])} (`--no-head` leaves it out)")
     elif head:
@@ -197,7 +199,7 @@ def export_run(run: Path | list[Path], out: Path | None = None, int8: bool = Fal
 
     def frontend(use_dft: bool) -> torch.nn.Module:
         mfcc = MFCC(f, use_dft=use_dft)
-        return mfcc if logmel is None else HeadFrontend(mfcc, logmel)
+        return mfcc if logmel is None else HeadFrontend(mfcc, logmel, word=hcfg.word)
 
     meta = lambda kind: metadata(cfg, kind, thresholds, members, hcfg)
     wave_model = WaveformClassifier(f, clf, frontend=frontend(True)).eval()
@@ -227,7 +229,7 @@ def export_run(run: Path | list[Path], out: Path | None = None, int8: bool = Fal
         assert one.shape[2] == n
         _export(tail, one.expand(2, -1, -1, -1).contiguous(), paths["embed_tail"], "stem", "vectors",
                 {0: ("windows", 1)}, meta("embed_tail"))
-        _export(CachedHead(clf), (torch.zeros(1, f.n_frames, f.n_mfcc), torch.zeros(1, hcfg.windows, DIM)),
+        _export(CachedHead(clf), (torch.zeros(1, f.n_frames, width - N_MELS), torch.zeros(1, hcfg.windows, DIM)),
                 paths["cached"], ["frames", "vectors"], "probs", [{}, {}], meta("cached"))
     else:                   # a head's graphs from an earlier export would no longer match these
         for name in ("embed_stem.onnx", "embed_tail.onnx", "cached.onnx", "cached.int8.onnx"):
@@ -275,10 +277,11 @@ def _cached_scores(paths: dict[str, Path], x: np.ndarray, starts: list[int], n_m
     out = []
     for clip in x:
         feats = run("frontend", {"waveform": clip[None]})                                 # (1, frames, n_mfcc + 32)
-        logmel = feats[:, starts[0]:, n_mfcc:]
+        logmel = feats[:, starts[0]:, n_mfcc:n_mfcc + N_MELS]
         logmel = np.ascontiguousarray(logmel[:, :logmel.shape[1] // d * d])
         stem = run("embed_stem", {"logmel": logmel, **zeros})[:, :, field // d - 1:]   # position k: frame starts[0] + d k
         wins = np.stack([stem[0, :, (s - starts[0]) // d:(s - starts[0]) // d + n] for s in starts])
         vec = run("embed_tail", {"stem": wins})[None]
-        out.append(run("cached", {"frames": np.ascontiguousarray(feats[:, :, :n_mfcc]), "vectors": vec})[0])
+        frames = np.concatenate([feats[:, :, :n_mfcc], feats[:, :, n_mfcc + N_MELS:]], axis=-1)   # + the word head's
+        out.append(run("cached", {"frames": frames, "vectors": vec})[0])
     return np.stack(out)

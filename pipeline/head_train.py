@@ -33,6 +33,7 @@ from .embedding_head import EmbeddingHead, check_features, head_path, pool
 from .embedding_net import EmbeddingLogMel, load_pretrained
 from .speech_embedding import DIM, N_MELS, WINDOW_FRAMES, fetch_models
 from .features import MFCC
+from .word_head import WordEmbedder, check_window, embed_words, fit_word_mlp, new_word_head, pool_word, word_probs
 from .malloc import keep_freed_memory
 from .plots import plot_loss
 
@@ -137,7 +138,10 @@ def pooled(head: np.ndarray, bilstm: np.ndarray, pooling: str) -> np.ndarray:
 
 def save_head(path: Path, head: EmbeddingHead, logmel: EmbeddingLogMel, run_cfg: RunConfig, extra: dict) -> None:
     """Atomically (temp file + rename): weights, configs, labels, the front-end it was trained for."""
-    state = {"head": head.state_dict(), "logmel": logmel.state_dict(), "embedding_layers": head.embedding.spec,
+    weights = {k: v for k, v in head.state_dict().items() if not k.startswith("word.")}
+    if head.word is not None:           # its MLP only: the network is the fetched graph's (word_net.py)
+        extra = {**extra, "word_mlp": head.word.mlp.state_dict()}
+    state = {"head": weights, "logmel": logmel.state_dict(), "embedding_layers": head.embedding.spec,
              "head_config": dataclasses.asdict(head.cfg), "labels": list(run_cfg.labels),
              "features": dataclasses.asdict(run_cfg.features), **extra}
     tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
@@ -156,6 +160,8 @@ def train_head(run: Path, roots: list[Path], cfg: HeadConfig, cache_dir: Path, j
     keep_freed_memory()
     run_cfg, clf = load_model(run)
     check_features(run_cfg.features, cfg)
+    if cfg.word:
+        check_window(run_cfg.features.n_frames)
     logmel, net = load_pretrained()                        # fetches the graphs before any decoding
     if data is None:
         data = prepare(roots, run_cfg.features, dataclasses.replace(run_cfg.train, seed=cfg.seed), cache_dir,
@@ -180,6 +186,16 @@ def train_head(run: Path, roots: list[Path], cfg: HeadConfig, cache_dir: Path, j
     metrics = {"train_clips": len(tr), "copies": cfg.copies, "embed_s": round(t_embed, 1), "loss": losses}
     if order is not None:
         metrics.update(data_repeats=list(repeats), train_uses=len(order))
+    if cfg.word:
+        t1 = time.time()
+        head.word = new_word_head(len(run_cfg.labels))
+        wembed = WordEmbedder(head.word)
+        torch.manual_seed(cfg.seed + 1)
+        src = tr.audio if order is None else tr.audio[order]
+        wx = [embed_words(wembed, src, aug if c else None, f"word embedding {'clean' if c == 0 else 'copy'} ({c + 1}/2)")
+              for c in range(2)]
+        metrics["word_loss"] = fit_word_mlp(head.word.mlp, np.concatenate(wx), np.tile(labels, 2), cfg.seed)
+        metrics["word_s"] = round(time.time() - t1, 1)
     val = data.splits["val"]
     if len(val):
         ph = _probs_head(head, embed_split(embed, val.audio, None, "embed val"))
@@ -187,6 +203,12 @@ def train_head(run: Path, roots: list[Path], cfg: HeadConfig, cache_dir: Path, j
         metrics["val_acc_head"] = float(np.mean(ph.argmax(1) == val.labels))
         metrics["val_acc_bilstm"] = float(np.mean(pb.argmax(1) == val.labels))
         both = pooled(ph, pb, cfg.pooling)
+        if cfg.word:
+            pw = word_probs(head.word.mlp, embed_words(wembed, val.audio, None, "word embedding val"))
+            metrics["val_acc_word"] = float(np.mean(pw.argmax(1) == val.labels))
+            with torch.no_grad():
+                both = pool_word(torch.from_numpy(both).double().clamp_min(1e-30).log(),
+                                 torch.from_numpy(pw).double().clamp_min(1e-30).log()).exp().numpy()
         metrics["val_acc_both"] = float(np.mean(both.argmax(1) == val.labels))
         thresholds = thresholds_from_validation(both, val.labels, run_cfg.labels, floor=THRESHOLD_FLOOR[cfg.pooling])
     metrics["seconds"] = round(time.time() - t0, 1)
@@ -195,7 +217,8 @@ def train_head(run: Path, roots: list[Path], cfg: HeadConfig, cache_dir: Path, j
     (out.parent / "head_metrics.json").write_text(json.dumps(metrics, indent=1))
     plot_loss(losses, out.parent / "head_curves.png", f"embedding head: {cfg.copies} copies of {len(tr)} clips")
     if "val_acc_head" in metrics:
-        log(f"validation accuracy: head {metrics['val_acc_head']:.4f}, BiLSTM {metrics['val_acc_bilstm']:.4f}, "
+        word = f", word head {metrics['val_acc_word']:.4f}" if "val_acc_word" in metrics else ""
+        log(f"validation accuracy: head {metrics['val_acc_head']:.4f}, BiLSTM {metrics['val_acc_bilstm']:.4f}{word}, "
             f"both {metrics['val_acc_both']:.4f}")
     log(f"wrote {out} ({metrics['seconds'] / 60:.1f} min); `kws export {run}` puts it into the model")
     return metrics

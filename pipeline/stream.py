@@ -38,7 +38,7 @@ from .config import REFRACTORY_MS, SILENCE, SMOOTH_WINDOWS, UNKNOWN
 from .errors import StreamError
 from .config import HeadConfig
 from .runtime import OnnxModel, sibling
-from .speech_embedding import window_starts
+from .speech_embedding import N_MELS, window_starts
 
 
 class StreamingScorer:
@@ -151,13 +151,14 @@ class StreamingScorer:
             d, n = self.stem_stride, self.stem_span
             for r in {a % d for a in new}:
                 same = [a for a in new if a % d == r]
-                self._stem(r, min(same), max(same) + d * n, window[:, n_mfcc:], first)
+                self._stem(r, min(same), max(same) + d * n, window[:, n_mfcc:n_mfcc + N_MELS], first)
             grids = [self.grids[a % d] for a in new]
             stems = np.stack([g.positions[:, (a - g.first) // d:(a - g.first) // d + n] for a, g in zip(new, grids)])
             self.vectors.update(zip(new, self.tail.run(stems)))  # (new, channels, n, bins) -> (new, 96)
             self.embedded += len(new)
         vec = np.stack([self.vectors[a] for a in need])[None]
-        return self.cached.session.run(None, {"frames": window[None, :, :n_mfcc], "vectors": vec})[0][0]
+        frames = np.concatenate([window[:, :n_mfcc], window[:, n_mfcc + N_MELS:]], axis=-1)[None]   # + the word head's
+        return self.cached.session.run(None, {"frames": frames, "vectors": vec})[0][0]
 
     def _stem(self, r: int, lo: int, hi: int, logmel: np.ndarray, first: int) -> None:
         """Make the stem cache of residue ``r`` hold the positions from absolute frame ``lo`` to before

@@ -9,6 +9,7 @@ evaluate on that speaker; for each of the four speakers in turn.
     python scripts/fsdd_holdout.py --epochs 40 --head                 # + the embedding head, as `kws demo`
     python scripts/fsdd_holdout.py --bilstm runs/default              # that run's BiLSTM (synthetic voices
                                                                       # only), a head trained with the 3 speakers
+    python scripts/fsdd_holdout.py --bilstm runs/default --word       # the same with the word head too
 
 FSDD is linked (not copied) into git-ignored folders under data/: data/fsdd_minus_<spk>/ and
 data/fsdd_only_<spk>/. Runs go to runs/fsdd_minus_<spk>/ (with --init: runs/ft_fsdd_minus_<spk>/; _x<N> with
@@ -67,7 +68,11 @@ def main() -> None:
                     "and evaluate the exported model (the head pooled with the BiLSTM)")
     ap.add_argument("--bilstm", type=Path, default=None, help="no BiLSTM training: this run's best.pt, with a head "
                     "trained on the synthetic set plus the other speakers (implies --head)")
+    ap.add_argument("--word", action="store_true", help="with --head or --bilstm: the word head too (`kws "
+                    "train-head --word`); run folders get _word")
     a = ap.parse_args()
+    if a.word and not (a.head or a.bilstm):
+        ap.error("--word needs --head or --bilstm")
     if a.train_args and not a.tag:
         ap.error("--train-args needs --tag: without it the runs would be named, and reused, as the default's")
     from pipeline.evaluate import evaluate
@@ -78,9 +83,9 @@ def main() -> None:
         link_tree(a.fsdd, only, lambda f: f.name.startswith(spk + "_"))
         run = REPO / "runs" / ((f"ft_fsdd_minus_{spk}" if a.init else f"fsdd_minus_{spk}")
                                + (f"_x{a.repeat_real}" if a.repeat_real > 1 else "") + (f"_{a.tag}" if a.tag else "")
-                               + ("_head" if a.head else ""))
+                               + ("_head" if a.head else "") + ("_word" if a.word and a.head else ""))
         if a.bilstm:
-            run = REPO / "runs" / f"head_fsdd_minus_{spk}_{a.bilstm.resolve().name}"
+            run = REPO / "runs" / (f"head_fsdd_minus_{spk}_{a.bilstm.resolve().name}" + ("_word" if a.word else ""))
             run.mkdir(parents=True, exist_ok=True)
             if not (run / "best.pt").is_file():
                 shutil.copy(a.bilstm / "best.pt", run / "best.pt")
@@ -94,7 +99,8 @@ def main() -> None:
         if a.head or a.bilstm:
             if not (run / "head.pt").is_file():
                 subprocess.run([sys.executable, "-m", "pipeline.cli", "train-head", str(run), "--data", str(a.synth),
-                                str(minus), "--repeat", "1", str(a.repeat_real)], cwd=REPO, check=True)
+                                str(minus), "--repeat", "1", str(a.repeat_real)] + (["--word"] if a.word else []),
+                               cwd=REPO, check=True)
             model = run / "model.onnx"
             if not model.is_file() or model.stat().st_mtime < (run / "head.pt").stat().st_mtime:
                 subprocess.run([sys.executable, "-m", "pipeline.cli", "export", str(run)], cwd=REPO, check=True,

@@ -1,0 +1,149 @@
+"""The word head: a classifier on EfficientWord-Net's word embedding (pipeline/word_net.py), pooled
+with the BiLSTM and the speech-embedding head (`kws train-head --word`).
+
+    (batch, 98, 64) log filterbank frames of the 1-s window (the front-end's last 64 columns)
+    -> quiet-floor frames before and after, to the network's 149 (1.5 s) -> WordNet -> (batch, 2048)
+    -> standardised (training-set mean and deviation, fixed) -> MLP (256, LayerNorm, ReLU, dropout)
+    -> (batch, classes) log-probabilities
+
+The exported model's probabilities are the normalised geometric mean of the word head's and those
+of the BiLSTM pooled with the embedding head (:func:`pool_word`). Trained on synthetic voices
+only: the embedding of every training clip, clean and in one augmented copy (the training's own
+augmentation), computed once on onnxruntime; then the MLP, in seconds.
+"""
+from __future__ import annotations
+
+import numpy as np
+import torch
+from torch import nn
+from torch.nn import functional as F
+from tqdm import tqdm
+
+from .audio import noise_floor
+from .errors import ConfigError
+from .model import WordDropout
+from .word_net import FRAME, HOP, WORD_BANDS, WORD_DIM, WORD_FRAMES, WordFbank, WordNet, fetch_word_model
+
+WINDOW_FRAMES = 98                   # the model's 1-s window, in the MFCC's frames
+PAD_BEFORE = (WORD_FRAMES - WINDOW_FRAMES) // 2
+HIDDEN, DROPOUT, INPUT_DROPOUT = 256, 0.3, 0.2
+EPOCHS, BATCH, LR = 40, 256, 2e-3
+
+
+def check_window(n_frames: int) -> None:
+    if n_frames != WINDOW_FRAMES:
+        raise ConfigError(f"the word head needs the default 1-s window ({WINDOW_FRAMES} frames); this model has {n_frames}")
+
+
+def floor_frames() -> torch.Tensor:
+    """(149 - 98, 64): the log filterbank of the quiet floor (audio.noise_floor), the frames put around a window."""
+    n = WORD_FRAMES - WINDOW_FRAMES
+    with torch.no_grad():
+        return WordFbank()(torch.from_numpy(noise_floor((n - 1) * HOP + FRAME))[None])[0]
+
+
+class WordMLP(nn.Module):
+    """(batch, 2048) word vectors -> (batch, classes) log-probabilities."""
+
+    def __init__(self, n_classes: int):
+        super().__init__()
+        self.register_buffer("mean", torch.zeros(WORD_DIM))
+        self.register_buffer("std", torch.ones(WORD_DIM))
+        self.net = nn.Sequential(nn.Linear(WORD_DIM, HIDDEN), nn.LayerNorm(HIDDEN), nn.ReLU(), WordDropout(DROPOUT),
+                                 nn.Linear(HIDDEN, n_classes))
+
+    def forward(self, vec: torch.Tensor) -> torch.Tensor:
+        return torch.log_softmax(self.net((vec - self.mean) / self.std), dim=-1)
+
+
+class WordHead(nn.Module):
+    """(batch, 98, 64) log filterbank frames -> (batch, classes) log-probabilities."""
+
+    def __init__(self, n_classes: int, net: WordNet):
+        super().__init__()
+        self.net = net.eval().requires_grad_(False)
+        self.mlp = WordMLP(n_classes)
+        pad = floor_frames()
+        self.register_buffer("before", pad[:PAD_BEFORE].clone(), persistent=False)
+        self.register_buffer("after", pad[PAD_BEFORE:].clone(), persistent=False)
+
+    def padded(self, frames: torch.Tensor) -> torch.Tensor:
+        """(batch, 98, 64) -> (batch, 149, 64): the window between quiet-floor frames."""
+        b = frames.shape[0]
+        return torch.cat([self.before.expand(b, -1, -1), frames, self.after.expand(b, -1, -1)], dim=1)
+
+    def forward(self, frames: torch.Tensor) -> torch.Tensor:
+        return self.mlp(self.net(self.padded(frames)))
+
+
+def pool_word(pooled: torch.Tensor, word: torch.Tensor) -> torch.Tensor:
+    """(batch, classes) log-probabilities of the BiLSTM with the embedding head, and of the word head
+    -> (batch, classes) log-probabilities: their normalised geometric mean."""
+    return torch.log_softmax((pooled.float() + word) / 2, dim=-1)
+
+
+def new_word_head(n_classes: int) -> WordHead:
+    """A word head with the pretrained network (fetched once) and an untrained MLP."""
+    return WordHead(n_classes, WordNet(fetch_word_model()))
+
+
+class WordEmbedder:
+    """(batch, 1-s samples) float32 -> (batch, 2048): the torch front-end and padding, then the
+    upstream graph on onnxruntime (per clip: its batch is fixed at 1; equal to WordNet within 1e-6)."""
+
+    def __init__(self, head: WordHead, threads: int = 0):
+        import onnxruntime as ort
+        opts = ort.SessionOptions()
+        opts.intra_op_num_threads = threads
+        opts.log_severity_level = 3
+        self.session = ort.InferenceSession(str(fetch_word_model()), opts, providers=["CPUExecutionProvider"])
+        self.fbank, self.head = WordFbank(), head
+
+    @torch.no_grad()
+    def __call__(self, wave: torch.Tensor) -> np.ndarray:
+        frames = self.head.padded(self.fbank(wave.float().cpu())).numpy()
+        return np.concatenate([self.session.run(None, {"input": f[None, None]})[0] for f in frames])
+
+
+def embed_words(embed: WordEmbedder, audio: np.ndarray, augment, desc: str, batch: int = 64) -> np.ndarray:
+    """(clips, samples) int16 -> (clips, 2048) float32; augmented when ``augment`` is given."""
+    out = []
+    for i in tqdm(range(0, len(audio), batch), desc=desc, unit="batch", leave=False):
+        x = torch.from_numpy(audio[i:i + batch].astype(np.float32) / 32768.0)
+        if augment is not None:
+            x, _ = augment(x)
+        out.append(embed(x))
+    return np.concatenate(out) if out else np.zeros((0, WORD_DIM), np.float32)
+
+
+def fit_word_mlp(mlp: WordMLP, x: np.ndarray, y: np.ndarray, seed: int, label_smoothing: float = 0.05) -> list[float]:
+    """Train ``mlp`` on vectors (n, 2048) and labels (n,): its standardisation from ``x``, then
+    AdamW with a one-cycle schedule -> mean loss per epoch."""
+    torch.manual_seed(seed)
+    xt, yt = torch.from_numpy(x).float(), torch.from_numpy(y.astype(np.int64))
+    mlp.mean.copy_(xt.mean(0))
+    mlp.std.copy_(xt.std(0) + 1e-6)
+    mlp.train()
+    steps = (len(xt) + BATCH - 1) // BATCH
+    opt = torch.optim.AdamW(mlp.net.parameters(), LR / 2, weight_decay=1e-2)
+    sched = torch.optim.lr_scheduler.OneCycleLR(opt, LR, total_steps=EPOCHS * steps)
+    losses = []
+    for _ in tqdm(range(EPOCHS), desc="word head", unit="epoch", leave=False):
+        perm, total = torch.randperm(len(xt)), 0.0
+        for i in range(0, len(xt), BATCH):
+            b = perm[i:i + BATCH]
+            z = F.dropout((xt[b] - mlp.mean) / mlp.std, INPUT_DROPOUT)
+            loss = F.cross_entropy(mlp.net(z), yt[b], label_smoothing=label_smoothing)
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+            sched.step()
+            total += float(loss.detach()) * len(b)
+        losses.append(total / len(xt))
+    mlp.eval()
+    return losses
+
+
+@torch.no_grad()
+def word_probs(mlp: WordMLP, vec: np.ndarray) -> np.ndarray:
+    return torch.cat([mlp(torch.from_numpy(vec[i:i + 1024]).float()).exp() for i in range(0, len(vec), 1024)]).numpy()
