@@ -15,12 +15,12 @@ on a large body of real speech. Pooled with the BiLSTM it does better than eithe
 ``WithHead``: (batch, frames, n_mfcc + 32) -> (batch, classes): the BiLSTM's (or ensemble's) and the
     head's probabilities pooled (:func:`pool`), as log-probabilities, in place of the classifier in
     the exported graphs.
-``CachedHead``: (batch, frames, n_mfcc [+ 64]) and (batch, windows, 96) -> (batch, classes) probabilities:
+``CachedHead``: (batch, frames, n_mfcc) and (batch, windows, 96) -> (batch, classes) probabilities:
     the same with the embedding vectors computed outside, by the stream's vector cache.
 
 With ``HeadConfig.word`` the head also carries a word head (pipeline/word_head.py, ``EmbeddingHead.word``):
 the front-end then adds 64 log-filterbank columns after the 32 log-mel ones, and the pooled
-probabilities are pooled once more with the word head's.
+probabilities are pooled once more with the word head's where its gate opens (``WordHead.gated``).
 """
 from __future__ import annotations
 
@@ -36,7 +36,7 @@ from .errors import CheckpointError, ConfigError
 from .features import MFCC
 from .model import WordDropout, log_mean_probs
 from .speech_embedding import DIM, N_MELS, WINDOW_FRAMES, window_starts
-from .word_head import check_window, pool_word
+from .word_head import check_window
 from .word_net import WordFbank
 
 
@@ -134,26 +134,22 @@ class WithHead(nn.Module):
     def forward(self, feats: torch.Tensor) -> torch.Tensor:
         n = self.n_mfcc
         lp = pool(self.classifier(feats[..., :n]), self.head(feats[..., n:n + N_MELS]), self.head.cfg.pooling)
-        return lp if self.head.word is None else pool_word(lp, self.head.word(feats[..., n + N_MELS:]))
+        return lp if self.head.word is None else self.head.word.gated(lp, feats[..., n + N_MELS:])
 
 
 class CachedHead(nn.Module):
-    """(batch, frames, n_mfcc [+ 64]) MFCC frames (and the word head's), (batch, windows, 96) embedding
-    vectors -> (batch, classes) probabilities: ``WithHead`` with the embedding (``EmbeddingHead.vectors``)
-    run outside, so that a stream embeds each window once and keeps the vectors for the next hops
-    (model.cached.onnx)."""
+    """(batch, frames, n_mfcc) MFCC frames, (batch, windows, 96) embedding vectors -> (batch, classes)
+    probabilities: ``WithHead`` with the embedding (``EmbeddingHead.vectors``) run outside, so that a
+    stream embeds each window once and keeps the vectors for the next hops (model.cached.onnx). A
+    word head is not in it: the stream runs it apart (model.word.onnx) where its gate opens."""
 
     def __init__(self, with_head: WithHead):
         super().__init__()
         self.classifier, self.mlp = with_head.classifier, with_head.head.mlp
-        self.word, self.n_mfcc = with_head.head.word, with_head.n_mfcc
         self.pooling = with_head.head.cfg.pooling
 
     def forward(self, frames: torch.Tensor, vectors: torch.Tensor) -> torch.Tensor:
-        lp = pool(self.classifier(frames[..., :self.n_mfcc]), self.mlp(vectors), self.pooling)
-        if self.word is not None:
-            lp = pool_word(lp, self.word(frames[..., self.n_mfcc:]))
-        return torch.softmax(lp, dim=-1)
+        return torch.softmax(pool(self.classifier(frames), self.mlp(vectors), self.pooling), dim=-1)
 
 
 def head_path(run: Path) -> Path:
@@ -189,7 +185,7 @@ def load_head(path: Path, labels: tuple[str, ...], features: FeatureConfig) -> t
     if cfg.word:
         from .word_head import new_word_head
         check_window(features.n_frames)
-        head.word = new_word_head(len(labels))
+        head.word = new_word_head(tuple(labels), cfg.word_gate)
         try:
             head.word.mlp.load_state_dict(ck["word_mlp"])
         except (KeyError, RuntimeError) as e:

@@ -40,7 +40,9 @@ import torch
 
 from .config import HeadConfig, RunConfig
 from .embedding_head import CachedHead, HeadFrontend, WithHead, head_path, load_head
+from .word_head import gate_open
 from .word_net import WORD_BANDS
+from .runtime import pool_word_np
 from .embedding_net import split_net, stem_positions
 from .ensemble import load_ensemble, mean_thresholds
 from .errors import ConfigError, ModelError
@@ -229,10 +231,16 @@ def export_run(run: Path | list[Path], out: Path | None = None, int8: bool = Fal
         assert one.shape[2] == n
         _export(tail, one.expand(2, -1, -1, -1).contiguous(), paths["embed_tail"], "stem", "vectors",
                 {0: ("windows", 1)}, meta("embed_tail"))
-        _export(CachedHead(clf), (torch.zeros(1, f.n_frames, width - N_MELS), torch.zeros(1, hcfg.windows, DIM)),
+        _export(CachedHead(clf), (torch.zeros(1, f.n_frames, f.n_mfcc), torch.zeros(1, hcfg.windows, DIM)),
                 paths["cached"], ["frames", "vectors"], "probs", [{}, {}], meta("cached"))
+        if clf.head.word is not None:      # the word head, which the stream runs where its gate opens
+            paths["word"] = Path(f"{base}.word.onnx")
+            _export(clf.head.word, torch.zeros(1, f.n_frames, WORD_BANDS), paths["word"], "frames", "logprobs",
+                    {}, meta("word"))
+        else:
+            Path(f"{base}.word.onnx").unlink(missing_ok=True)
     else:                   # a head's graphs from an earlier export would no longer match these
-        for name in ("embed_stem.onnx", "embed_tail.onnx", "cached.onnx", "cached.int8.onnx"):
+        for name in ("embed_stem.onnx", "embed_tail.onnx", "cached.onnx", "cached.int8.onnx", "word.onnx"):
             Path(f"{base}.{name}").unlink(missing_ok=True)
     if int8:
         paths["model_int8"] = Path(f"{base}.int8.onnx")
@@ -256,19 +264,19 @@ def export_run(run: Path | list[Path], out: Path | None = None, int8: bool = Fal
     if err > 1e-4:
         raise RuntimeError(f"ONNX output differs from PyTorch by {err:.2e} (> 1e-4)")
     if hcfg is not None:
-        err = float(np.abs(_cached_scores(paths, x, clf.head.starts, f.n_mfcc) - got).max())
+        err = float(np.abs(_cached_scores(paths, x, clf.head.starts, f.n_mfcc, clf.head.word) - got).max())
         if err > 1e-4:
             raise RuntimeError(f"the stream's cached graphs differ from {paths['model'].name} by {err:.2e} (> 1e-4)")
     return paths
 
 
-def _cached_scores(paths: dict[str, Path], x: np.ndarray, starts: list[int], n_mfcc: int) -> np.ndarray:
+def _cached_scores(paths: dict[str, Path], x: np.ndarray, starts: list[int], n_mfcc: int, word=None) -> np.ndarray:
     """(batch, clip_samples) -> (batch, classes) through the frontend, embed_stem, embed_tail and cached
     graphs, as the stream starts: the stem from zero states over the frames from the first window's
     start, less its outputs that saw the zero states."""
     import onnxruntime as ort
     sessions = {k: ort.InferenceSession(str(paths[k]), providers=["CPUExecutionProvider"])
-                for k in ("frontend", "embed_stem", "embed_tail", "cached")}
+                for k in ("frontend", "embed_stem", "embed_tail", "cached", "word") if k in paths}
     run = lambda name, feeds: sessions[name].run(None, feeds)[0]
     geometry = json.loads(sessions["embed_stem"].get_modelmeta().custom_metadata_map["embed_stem"])
     d, field = geometry["time_stride"], geometry["field"]
@@ -282,6 +290,8 @@ def _cached_scores(paths: dict[str, Path], x: np.ndarray, starts: list[int], n_m
         stem = run("embed_stem", {"logmel": logmel, **zeros})[:, :, field // d - 1:]   # position k: frame starts[0] + d k
         wins = np.stack([stem[0, :, (s - starts[0]) // d:(s - starts[0]) // d + n] for s in starts])
         vec = run("embed_tail", {"stem": wins})[None]
-        frames = np.concatenate([feats[:, :, :n_mfcc], feats[:, :, n_mfcc + N_MELS:]], axis=-1)   # + the word head's
-        out.append(run("cached", {"frames": frames, "vectors": vec})[0])
+        p = run("cached", {"frames": np.ascontiguousarray(feats[:, :, :n_mfcc]), "vectors": vec})
+        if word is not None and gate_open(p, word.keywords.numpy(), word.gate)[0]:
+            p = pool_word_np(p, run("word", {"frames": np.ascontiguousarray(feats[:, :, n_mfcc + N_MELS:])}))
+        out.append(p[0])
     return np.stack(out)

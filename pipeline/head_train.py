@@ -33,7 +33,8 @@ from .embedding_head import EmbeddingHead, check_features, head_path, pool
 from .embedding_net import EmbeddingLogMel, load_pretrained
 from .speech_embedding import DIM, N_MELS, WINDOW_FRAMES, fetch_models
 from .features import MFCC
-from .word_head import WordEmbedder, check_window, embed_words, fit_word_mlp, new_word_head, pool_word, word_probs
+from .word_head import (WordEmbedder, check_window, embed_words, fit_word_mlp, gate_open, new_word_head, pool_word,
+                        word_probs)
 from .malloc import keep_freed_memory
 from .plots import plot_loss
 
@@ -188,7 +189,7 @@ def train_head(run: Path, roots: list[Path], cfg: HeadConfig, cache_dir: Path, j
         metrics.update(data_repeats=list(repeats), train_uses=len(order))
     if cfg.word:
         t1 = time.time()
-        head.word = new_word_head(len(run_cfg.labels))
+        head.word = new_word_head(tuple(run_cfg.labels), cfg.word_gate)
         wembed = WordEmbedder(head.word)
         torch.manual_seed(cfg.seed + 1)
         src = tr.audio if order is None else tr.audio[order]
@@ -206,9 +207,9 @@ def train_head(run: Path, roots: list[Path], cfg: HeadConfig, cache_dir: Path, j
         if cfg.word:
             pw = word_probs(head.word.mlp, embed_words(wembed, val.audio, None, "word embedding val"))
             metrics["val_acc_word"] = float(np.mean(pw.argmax(1) == val.labels))
-            with torch.no_grad():
-                both = pool_word(torch.from_numpy(both).double().clamp_min(1e-30).log(),
-                                 torch.from_numpy(pw).double().clamp_min(1e-30).log()).exp().numpy()
+            three = pool_word(torch.from_numpy(both).double().clamp_min(1e-30).log(),
+                              torch.from_numpy(pw).double().clamp_min(1e-30).log()).exp().numpy()
+            both = np.where(gate_open(both, head.word.keywords.numpy(), cfg.word_gate)[:, None], three, both)
         metrics["val_acc_both"] = float(np.mean(both.argmax(1) == val.labels))
         thresholds = thresholds_from_validation(both, val.labels, run_cfg.labels, floor=THRESHOLD_FLOOR[cfg.pooling])
     metrics["seconds"] = round(time.time() - t0, 1)

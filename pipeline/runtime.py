@@ -90,3 +90,12 @@ def sibling(path: Path, kind: str) -> Path:
     if kind in ("frontend", "embed_stem", "embed_tail"):
         tail = ".onnx"
     return path.with_name(f"{base}.{kind}{tail}")
+
+
+def pool_word_np(probs: np.ndarray, word_logprobs: np.ndarray) -> np.ndarray:
+    """(batch, classes) probabilities of the BiLSTM with the embedding head and (batch, classes)
+    log-probabilities of the word head -> (batch, classes) probabilities: their normalised geometric
+    mean, the torch-free twin of ``word_head.pool_word`` for the stream."""
+    z = (np.log(np.maximum(probs, 1e-38)) + word_logprobs) / 2
+    z = np.exp(z - z.max(axis=-1, keepdims=True))
+    return (z / z.sum(axis=-1, keepdims=True)).astype(np.float32)

@@ -37,7 +37,7 @@ from .audio import noise_floor
 from .config import REFRACTORY_MS, SILENCE, SMOOTH_WINDOWS, UNKNOWN
 from .errors import StreamError
 from .config import HeadConfig
-from .runtime import OnnxModel, sibling
+from .runtime import OnnxModel, pool_word_np, sibling
 from .speech_embedding import N_MELS, window_starts
 
 
@@ -75,15 +75,19 @@ class StreamingScorer:
         self.stem = self.tail = self.cached = None
         self.note = ""                                         # a line for the user, if the stream runs the slow way
         head = self.model.session.get_modelmeta().custom_metadata_map.get("embedding_head")
-        graphs = [sibling(path, k) for k in ("embed_stem", "embed_tail", "cached")]
+        hcfg = HeadConfig.from_dict(json.loads(head)) if head else None
+        graphs = [sibling(path, k) for k in ("embed_stem", "embed_tail", "cached") + (("word",) if hcfg and hcfg.word else ())]
         if head and not all(g.is_file() for g in graphs):
             missing = ", ".join(g.name for g in graphs if not g.is_file())
             self.note = (f"note: no {missing} beside {path.name}: the stream re-embeds every window of the "
                          "embedding head each hop (several times the work); `kws export` writes them")
+        self.word = None
         if head and all(g.is_file() for g in graphs):         # the stem and vector caches (module docstring)
-            hcfg = HeadConfig.from_dict(json.loads(head))
-            self.stem, self.tail, self.cached = (OnnxModel(g, threads) for g in graphs)
-            for g in (self.stem, self.tail, self.cached):
+            self.stem, self.tail, self.cached = (OnnxModel(g, threads) for g in graphs[:3])
+            if hcfg.word:                                      # the word head, run where its gate opens
+                self.word = OnnxModel(graphs[3], threads)
+                self.keywords = np.array([not l.startswith("_") for l in self.model.labels], np.float32)
+            for g in (self.stem, self.tail, self.cached) + ((self.word,) if self.word else ()):
                 meta = g.session.get_modelmeta().custom_metadata_map
                 if g.config != self.model.config or meta.get("embedding_head") != head:
                     raise StreamError(f"{g.path}: from another export than {path.name}; copy the graphs "
@@ -96,7 +100,9 @@ class StreamingScorer:
             self.stem_span = self.tail.session.get_inputs()[0].shape[2]      # stem positions per window
             self.stem_zero = {i.name: np.zeros(i.shape, np.float32) for i in self.stem.session.get_inputs()[1:]}
             self.starts = window_starts(self.window_frames, hcfg.windows, hcfg.stride)
+            self.word_gate = hcfg.word_gate
         self.embedded = 0                                      # windows embedded so far (vector cache)
+        self.word_runs = 0                                     # windows the word head scored (its gate open)
         self.stem_frames = 0                                   # frames the stem has run on so far
         self.reset()
 
@@ -157,8 +163,12 @@ class StreamingScorer:
             self.vectors.update(zip(new, self.tail.run(stems)))  # (new, channels, n, bins) -> (new, 96)
             self.embedded += len(new)
         vec = np.stack([self.vectors[a] for a in need])[None]
-        frames = np.concatenate([window[:, :n_mfcc], window[:, n_mfcc + N_MELS:]], axis=-1)[None]   # + the word head's
-        return self.cached.session.run(None, {"frames": frames, "vectors": vec})[0][0]
+        p = self.cached.session.run(None, {"frames": window[None, :, :n_mfcc], "vectors": vec})[0]
+        if self.word is not None and (p[0] * self.keywords).max() >= self.word_gate:
+            lw = self.word.session.run(None, {"frames": np.ascontiguousarray(window[None, :, n_mfcc + N_MELS:])})[0]
+            p = pool_word_np(p, lw)
+            self.word_runs += 1
+        return p[0]
 
     def _stem(self, r: int, lo: int, hi: int, logmel: np.ndarray, first: int) -> None:
         """Make the stem cache of residue ``r`` hold the positions from absolute frame ``lo`` to before

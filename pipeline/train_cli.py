@@ -120,7 +120,8 @@ def add_head(run: Path, data: list[Path], seed: int, cache_dir: Path, jobs: int,
 def cmd_train_head(a: argparse.Namespace) -> None:
     from .head_train import train_head
     cfg = HeadConfig(windows=a.windows, stride=a.stride, context=a.context, hidden=a.hidden, copies=a.copies,
-                     epochs=a.epochs, seed=a.seed, pooling=a.pooling, word=a.word)
+                     epochs=a.epochs, seed=a.seed, pooling=a.pooling, word=a.word,
+                     word_gate=a.word_gate)
     train_head(a.run, a.data, cfg, a.cache_dir, jobs=a.jobs, repeats=tuple(a.repeat or ()))
 
 
@@ -223,6 +224,9 @@ def add_train_commands(add, train_flags) -> None:
                    "embedding (trained on real speech; its 88 MB graph taken once from a wheel on the package registry), "
                    "pooled with the two (README, Results: the Speech Commands speakers' words 86.6%% -> 9x%%; "
                    "about 12 ms more per window on one core)")
+    h.add_argument("--word-gate", type=fraction, default=HeadConfig.word_gate, help="with --word: the word network "
+                   "runs on a window only where some keyword's probability (the BiLSTM and the embedding head pooled) "
+                   f"reaches this; elsewhere those two decide alone, and a stream skips its cost (default {HeadConfig.word_gate}; 0: every window)")
     h.add_argument("--seed", type=int, default=0, help="seed of the augmentation and the head's weights (default 0)")
     h.add_argument("--cache-dir", type=Path, default=Path("data/cache"), help="decoded-clip cache (default data/cache)")
     h.add_argument("--jobs", type=positive_int, default=jobs_default(), help="processes for decoding audio")

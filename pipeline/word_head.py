@@ -57,12 +57,14 @@ class WordMLP(nn.Module):
 
 
 class WordHead(nn.Module):
-    """(batch, 98, 64) log filterbank frames -> (batch, classes) log-probabilities."""
+    """(batch, 98, 64) log filterbank frames -> (batch, classes) log-probabilities; :meth:`gated` pools them."""
 
-    def __init__(self, n_classes: int, net: WordNet):
+    def __init__(self, labels: tuple[str, ...], net: WordNet, gate: float):
         super().__init__()
         self.net = net.eval().requires_grad_(False)
-        self.mlp = WordMLP(n_classes)
+        self.mlp = WordMLP(len(labels))
+        self.gate = gate
+        self.register_buffer("keywords", torch.tensor(keyword_mask(labels)), persistent=False)
         pad = floor_frames()
         self.register_buffer("before", pad[:PAD_BEFORE].clone(), persistent=False)
         self.register_buffer("after", pad[PAD_BEFORE:].clone(), persistent=False)
@@ -75,6 +77,27 @@ class WordHead(nn.Module):
     def forward(self, frames: torch.Tensor) -> torch.Tensor:
         return self.mlp(self.net(self.padded(frames)))
 
+    def gated(self, pooled: torch.Tensor, frames: torch.Tensor) -> torch.Tensor:
+        """(batch, classes) log-probabilities of the BiLSTM with the embedding head, (batch, 98, 64) ->
+        (batch, classes): :func:`pool_word` with this head's where some keyword's pooled probability
+        reaches ``gate``, the pooled ones as they are elsewhere (:func:`gate_open`)."""
+        return torch.where(gate_open(pooled.exp(), self.keywords, self.gate)[:, None],
+                           pool_word(pooled, self(frames)), pooled.float())
+
+
+def keyword_mask(labels: tuple[str, ...]) -> list[bool]:
+    """(classes,): True for the words a stream can fire on (not ``_unknown_``, ``_silence_``)."""
+    return [not label.startswith("_") for label in labels]
+
+
+def gate_open(probs, keywords, gate: float):
+    """(batch, classes) probabilities -> (batch,) bool: does any keyword reach ``gate``? Where none
+    does, the word network is not run (a stream saves its cost: it is most of a hop's work), and the
+    window keeps the two cheaper models' scores. Torch tensors or numpy arrays."""
+    if isinstance(probs, torch.Tensor):
+        return (probs * keywords.to(probs.dtype)).amax(dim=-1) >= gate
+    return (np.asarray(probs) * np.asarray(keywords, np.float32)).max(axis=-1) >= gate
+
 
 def pool_word(pooled: torch.Tensor, word: torch.Tensor) -> torch.Tensor:
     """(batch, classes) log-probabilities of the BiLSTM with the embedding head, and of the word head
@@ -82,9 +105,9 @@ def pool_word(pooled: torch.Tensor, word: torch.Tensor) -> torch.Tensor:
     return torch.log_softmax((pooled.float() + word) / 2, dim=-1)
 
 
-def new_word_head(n_classes: int) -> WordHead:
+def new_word_head(labels: tuple[str, ...], gate: float) -> WordHead:
     """A word head with the pretrained network (fetched once) and an untrained MLP."""
-    return WordHead(n_classes, WordNet(fetch_word_model()))
+    return WordHead(labels, WordNet(fetch_word_model()), gate)
 
 
 class WordEmbedder:

@@ -12,7 +12,7 @@
                      which embed the hop's new windows, 1 with the default 3 windows 10 frames apart:
                      stem_hop_ms for the embedding's stem on the hop's 10 new frames (a stream: its
                      state carries the rows before them), tail_window_ms for the rest of the
-                     embedding, then cached_ms; embed_window_ms: the whole embedding of one 76-frame
+                     embedding, then cached_ms (word_window_ms: the word head, where the model has one, run on the windows its gate opens); embed_window_ms: the whole embedding of one 76-frame
                      window, as the stream ran it before the stem cache, and still does at its start)
 
 With --model it measures that exported model (its .frames/.frontend siblings must be beside it);
@@ -145,12 +145,12 @@ def main() -> None:
         import json
         s_stem, s_tail, s_cached = (session(p) for p in heads)
         from pipeline.speech_embedding import N_MELS, WINDOW_FRAMES
-        n_mfcc, windows = frames.shape[2] - N_MELS, s_cached.get_inputs()[1].shape[1]
+        n_mfcc, windows = s_cached.get_inputs()[0].shape[2], s_cached.get_inputs()[1].shape[1]
         d = json.loads(s_stem.get_modelmeta().custom_metadata_map["embed_stem"])["time_stride"]
         zeros = {i.name: np.zeros(i.shape, np.float32) for i in s_stem.get_inputs()[1:]}
         n = s_tail.get_inputs()[0].shape[2]                      # positions per window
-        hop_frames = np.ascontiguousarray(frames[:, :10, n_mfcc:])     # a 100-ms hop's new frames
-        one = np.ascontiguousarray(frames[:, :-(-WINDOW_FRAMES // d) * d, n_mfcc:])
+        hop_frames = np.ascontiguousarray(frames[:, :10, n_mfcc:n_mfcc + N_MELS])     # a 100-ms hop's new frames
+        one = np.ascontiguousarray(frames[:, :-(-WINDOW_FRAMES // d) * d, n_mfcc:n_mfcc + N_MELS])
 
         def embed_one():                                        # a cold start: one window from zero states
             pos = s_stem.run(None, {"logmel": one, **zeros})[0]
@@ -162,6 +162,10 @@ def main() -> None:
         res["tail_window_ms"] = median_ms(lambda: s_tail.run(None, {"stem": stem}), a.runs)
         res["embed_window_ms"] = median_ms(embed_one, a.runs)
         res["cached_ms"] = median_ms(lambda: s_cached.run(None, {"frames": mfcc, "vectors": vec}), a.runs)
+        if sibling(model, "word").is_file():                    # the word head: run where its gate opens
+            s_word = session(sibling(model, "word"))
+            word = np.ascontiguousarray(frames[:, :, n_mfcc + N_MELS:])
+            res["word_window_ms"] = median_ms(lambda: s_word.run(None, {"frames": word}), a.runs)
     res["scorer_hop_ms"] = scorer_hop_ms(model, a.runs)
     if int8_path.is_file():
         s_int8 = session(int8_path)

@@ -73,30 +73,43 @@ def test_word_head_pooled_in_every_graph(word_run, real_clips, tiny_data):
     assert json.loads(m.session.get_modelmeta().custom_metadata_map["embedding_head"])["word"] is True
     assert OnnxModel(sibling(word_run / "model.onnx", "frames")).session.get_inputs()[0].shape[2] == n_mfcc + 32 + 64
     cached = OnnxModel(sibling(word_run / "model.onnx", "cached")).session
-    assert [tuple(i.shape[1:]) for i in cached.get_inputs()] == [(98, n_mfcc + 64), (3, 96)]
+    assert [tuple(i.shape[1:]) for i in cached.get_inputs()] == [(98, n_mfcc), (3, 96)]     # the word head apart:
+    word_graph = OnnxModel(sibling(word_run / "model.onnx", "word")).session               # the stream runs it gated
+    assert [tuple(i.shape) for i in word_graph.get_inputs()] == [(1, 98, 64)]
     metrics = json.loads((word_run / "head_metrics.json").read_text())
     assert metrics["val_acc_word"] > 0.5 and len(metrics["word_loss"]) > 0      # 5 labels: chance 0.2
     cfg, clf = load_model(word_run)
     hcfg, head, logmel = load_head(word_run / "head.pt", cfg.labels, cfg.features)
     x = torch.from_numpy(np.stack([load_clip(f, 16000, cfg.features.clip_samples) for f in real_clips]))
+    assert hcfg.word and hcfg.word_gate == 0.05
     with torch.no_grad():
         two = pool(clf(MFCC(cfg.features)(x)), head(logmel(x)), "geometric")
         word = head.word(Fbank()(x))
-        want = torch.softmax((two + word) / 2, -1).numpy()
+    p2 = two.exp().numpy()
+    keyword = np.array([not l.startswith("_") for l in cfg.labels])
+    opened = p2[:, keyword].max(1) >= hcfg.word_gate                  # the gate: some keyword at 0.05 or more
+    assert opened.any()
+    want = np.where(opened[:, None], torch.softmax((two + word) / 2, -1).numpy(), p2)
     assert np.abs(m.scores(x.numpy()) - want).max() < 1e-4
-    assert np.abs(want - two.exp().numpy()).max() > 1e-3            # the word head changes the scores
+    assert np.abs(want - p2).max() > 1e-3                              # the word head changes the scores
     p = kws("evaluate", "--model", word_run / "model.onnx", "--data", tiny_data, "--json", word_run / "ev.json")
     assert json.loads((word_run / "ev.json").read_text())["accuracy"] > 0.6, p.stdout
 
 
 def test_word_head_streaming_equals_offline(word_run, real_clips):
     from pipeline.audio import read_audio
-    x = np.concatenate([read_audio(p, 16000) for p in real_clips[:2]]).astype(np.float32)
+    from pipeline.audio import noise_floor
+    x = np.concatenate([read_audio(p, 16000) for p in real_clips[:2]] + [noise_floor(32000)]).astype(np.float32)
     scorer = StreamingScorer(word_run / "model.onnx", hop_ms=100)
     results = []
     for i in range(0, len(x), 1500):
         results += scorer.push(x[i:i + 1500])
-    assert scorer.cached is not None and len(results) >= 5
+    assert scorer.cached is not None and scorer.word is not None and len(results) >= 5
+    cheap = StreamingScorer(word_run / "model.onnx", hop_ms=100)
+    cheap.word = None                                    # the BiLSTM and the embedding head alone
+    p2 = np.stack([p for i in range(0, len(x), 1500) for _, p in cheap.push(x[i:i + 1500])])
+    keyword = np.array([not l.startswith("_") for l in scorer.labels])
+    assert scorer.word_runs == int((p2[:, keyword].max(1) >= scorer.word_gate).sum())   # run only where the gate opened
     starts = [scorer.window_start_sample(t) for t, _ in results]
     ref = OnnxModel(word_run / "model.onnx").scores(np.stack([x[s:s + 16000] for s in starts]))
     assert np.abs(np.stack([p for _, p in results]) - ref).max() < 1e-5
