@@ -22,7 +22,6 @@ from pathlib import Path
 import numpy as np
 import torch
 from torch.nn import functional as F
-from tqdm import tqdm
 
 from .checkpoint import load_model
 from .config import HeadConfig, RunConfig
@@ -37,6 +36,7 @@ from .word_head import (WordEmbedder, check_window, embed_words, fit_word_mlp, g
                         word_probs)
 from .malloc import keep_freed_memory
 from .plots import plot_loss
+from .vector_fit import embed_clips, fit_one_cycle
 
 
 #: Lowest per-word streaming threshold of a model with the head, by ``HeadConfig.pooling``. The
@@ -78,41 +78,16 @@ def embed_split(embed: Embedder, audio: np.ndarray, augment: Augmenter | None, d
                 order: np.ndarray | None = None) -> np.ndarray:
     """(clips, samples) int16 -> (clips, windows, 96) float32; augmented when ``augment`` is given.
     ``order`` (n,): the clips to embed, in this order, a clip as often as it is there (default all, once)."""
-    out = []
-    n = len(audio) if order is None else len(order)
-    for i in tqdm(range(0, n, batch), desc=desc, unit="batch", leave=False):
-        part = audio[i:i + batch] if order is None else audio[order[i:i + batch]]
-        x = torch.from_numpy(part.astype(np.float32) / 32768.0)
-        if augment is not None:
-            x, _ = augment(x)
-        out.append(embed(x))
-    return np.concatenate(out) if out else np.zeros((0, len(embed.starts), DIM), np.float32)
+    return embed_clips(embed, audio, augment, desc, batch, (len(embed.starts), DIM), order)
 
 
 def fit_mlp(head: EmbeddingHead, x: np.ndarray, y: np.ndarray, cfg: HeadConfig) -> list[float]:
     """Train ``head.mlp`` on vectors (n, windows, 96) and labels (n,) -> mean loss per epoch."""
-    torch.manual_seed(cfg.seed)
     mlp = head.mlp.train()
     xt, yt = torch.from_numpy(x), torch.from_numpy(y.astype(np.int64))
-    bs = cfg.batch_size
-    steps = (len(xt) + bs - 1) // bs
-    opt = torch.optim.AdamW(mlp.parameters(), cfg.lr / 2, weight_decay=cfg.weight_decay)
-    sched = torch.optim.lr_scheduler.OneCycleLR(opt, cfg.lr, total_steps=cfg.epochs * steps)
-    losses = []
-    bar = tqdm(range(cfg.epochs), desc="head", unit="epoch", leave=False)
-    for _ in bar:
-        perm, total = torch.randperm(len(xt)), 0.0
-        for i in range(0, len(xt), bs):
-            b = perm[i:i + bs]
-            # the MLP's output is normalised log-probabilities, which cross_entropy's log_softmax keeps
-            loss = F.cross_entropy(mlp(xt[b]), yt[b], label_smoothing=cfg.label_smoothing)
-            opt.zero_grad()
-            loss.backward()
-            opt.step()
-            sched.step()
-            total += float(loss.detach()) * len(b)
-        losses.append(total / len(xt))
-        bar.set_postfix(loss=f"{losses[-1]:.3f}")
+    # the MLP's output is normalised log-probabilities, which cross_entropy's log_softmax keeps
+    losses = fit_one_cycle(mlp.parameters(), lambda b: F.cross_entropy(mlp(xt[b]), yt[b], label_smoothing=cfg.label_smoothing),
+                           len(xt), cfg.batch_size, cfg.epochs, cfg.lr, cfg.weight_decay, cfg.seed, "head")
     mlp.eval()
     return losses
 

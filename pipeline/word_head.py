@@ -17,12 +17,12 @@ import numpy as np
 import torch
 from torch import nn
 from torch.nn import functional as F
-from tqdm import tqdm
 
 from .audio import noise_floor
 from .errors import ConfigError
 from .model import WordDropout
-from .word_net import FRAME, HOP, WORD_BANDS, WORD_DIM, WORD_FRAMES, WordFbank, WordNet, fetch_word_model
+from .vector_fit import embed_clips, fit_one_cycle
+from .word_net import FRAME, HOP, WORD_DIM, WORD_FRAMES, WordFbank, WordNet, fetch_word_model
 
 WINDOW_FRAMES = 98                   # the model's 1-s window, in the MFCC's frames
 PAD_BEFORE = (WORD_FRAMES - WINDOW_FRAMES) // 2
@@ -130,39 +130,22 @@ class WordEmbedder:
 
 def embed_words(embed: WordEmbedder, audio: np.ndarray, augment, desc: str, batch: int = 64) -> np.ndarray:
     """(clips, samples) int16 -> (clips, 2048) float32; augmented when ``augment`` is given."""
-    out = []
-    for i in tqdm(range(0, len(audio), batch), desc=desc, unit="batch", leave=False):
-        x = torch.from_numpy(audio[i:i + batch].astype(np.float32) / 32768.0)
-        if augment is not None:
-            x, _ = augment(x)
-        out.append(embed(x))
-    return np.concatenate(out) if out else np.zeros((0, WORD_DIM), np.float32)
+    return embed_clips(embed, audio, augment, desc, batch, (WORD_DIM,))
 
 
 def fit_word_mlp(mlp: WordMLP, x: np.ndarray, y: np.ndarray, seed: int, label_smoothing: float = 0.05) -> list[float]:
     """Train ``mlp`` on vectors (n, 2048) and labels (n,): its standardisation from ``x``, then
     AdamW with a one-cycle schedule -> mean loss per epoch."""
-    torch.manual_seed(seed)
     xt, yt = torch.from_numpy(x).float(), torch.from_numpy(y.astype(np.int64))
     mlp.mean.copy_(xt.mean(0))
     mlp.std.copy_(xt.std(0) + 1e-6)
     mlp.train()
-    steps = (len(xt) + BATCH - 1) // BATCH
-    opt = torch.optim.AdamW(mlp.net.parameters(), LR / 2, weight_decay=1e-2)
-    sched = torch.optim.lr_scheduler.OneCycleLR(opt, LR, total_steps=EPOCHS * steps)
-    losses = []
-    for _ in tqdm(range(EPOCHS), desc="word head", unit="epoch", leave=False):
-        perm, total = torch.randperm(len(xt)), 0.0
-        for i in range(0, len(xt), BATCH):
-            b = perm[i:i + BATCH]
-            z = F.dropout((xt[b] - mlp.mean) / mlp.std, INPUT_DROPOUT)
-            loss = F.cross_entropy(mlp.net(z), yt[b], label_smoothing=label_smoothing)
-            opt.zero_grad()
-            loss.backward()
-            opt.step()
-            sched.step()
-            total += float(loss.detach()) * len(b)
-        losses.append(total / len(xt))
+
+    def batch_loss(b: torch.Tensor) -> torch.Tensor:
+        z = F.dropout((xt[b] - mlp.mean) / mlp.std, INPUT_DROPOUT)
+        return F.cross_entropy(mlp.net(z), yt[b], label_smoothing=label_smoothing)
+
+    losses = fit_one_cycle(mlp.net.parameters(), batch_loss, len(xt), BATCH, EPOCHS, LR, 1e-2, seed, "word head")
     mlp.eval()
     return losses
 
