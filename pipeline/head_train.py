@@ -36,7 +36,7 @@ from .word_head import (WordEmbedder, check_window, embed_words, fit_word_mlp, g
                         word_probs)
 from .malloc import keep_freed_memory
 from .plots import plot_loss
-from .vector_fit import embed_clips, fit_one_cycle
+from .vector_fit import embed_clips, embed_copies, fit_one_cycle
 
 
 #: Lowest per-word streaming threshold of a model with the head, by ``HeadConfig.pooling``. The
@@ -149,15 +149,10 @@ def train_head(run: Path, roots: list[Path], cfg: HeadConfig, cache_dir: Path, j
     tr = data.splits["train"]
     per_clip = clip_repeats(tr.files, roots, repeats)
     order = None if per_clip is None else np.repeat(np.arange(len(tr)), per_clip)   # (uses,); None: each once
-    # the clean copy embeds each clip once, its vector used as often as the clip; every use of a clip
-    # in an augmented copy is augmented (and embedded) on its own
-    xs = [embed_split(embed, tr.audio, aug if c else None, f"embed {'clean' if c == 0 else f'copy {c}'} ({c + 1}/{cfg.copies})",
-                      order=order if c else None) for c in range(cfg.copies)]
-    labels = tr.labels
-    if order is not None:
-        xs[0], labels = xs[0][order], tr.labels[order]
+    labels = tr.labels if order is None else tr.labels[order]                       # (uses,)
+    x = embed_copies(embed_split, embed, tr.audio, aug, cfg.copies, order, "embed")
     t_embed = time.time() - t0
-    losses = fit_mlp(head, np.concatenate(xs), np.tile(labels, cfg.copies), cfg)
+    losses = fit_mlp(head, x, np.tile(labels, cfg.copies), cfg)
     thresholds: dict[str, float] = {}
     metrics = {"train_clips": len(tr), "copies": cfg.copies, "embed_s": round(t_embed, 1), "loss": losses}
     if order is not None:
@@ -167,10 +162,8 @@ def train_head(run: Path, roots: list[Path], cfg: HeadConfig, cache_dir: Path, j
         head.word = new_word_head(tuple(run_cfg.labels), cfg.word_gate)
         wembed = WordEmbedder(head.word)
         torch.manual_seed(cfg.seed + 1)
-        src = tr.audio if order is None else tr.audio[order]
-        wx = [embed_words(wembed, src, aug if c else None, f"word embedding {'clean' if c == 0 else 'copy'} ({c + 1}/2)")
-              for c in range(2)]
-        metrics["word_loss"] = fit_word_mlp(head.word.mlp, np.concatenate(wx), np.tile(labels, 2), cfg.seed)
+        wx = embed_copies(embed_words, wembed, tr.audio, aug, 2, order, "word embedding")
+        metrics["word_loss"] = fit_word_mlp(head.word.mlp, wx, np.tile(labels, 2), cfg.seed)
         metrics["word_s"] = round(time.time() - t1, 1)
     val = data.splits["val"]
     if len(val):

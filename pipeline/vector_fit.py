@@ -36,6 +36,21 @@ def embed_clips(embed: Callable[[torch.Tensor], np.ndarray], audio: np.ndarray, 
     return np.concatenate(out) if out else np.zeros((0, *empty_shape), np.float32)
 
 
+def embed_copies(embed_fn, embed, audio: np.ndarray, augment, copies: int, order: np.ndarray | None,
+                 desc: str) -> np.ndarray:
+    """The training vectors of a split, ``copies`` times: (copies * uses, *vector) float32, the clean
+    copy first. ``embed_fn(embed, audio, augment, desc, order=...)`` embeds clips (``embed_split``,
+    ``embed_words``); ``order`` (uses,) as in :func:`embed_clips` (None: each clip once). The clean
+    copy embeds each clip once and repeats its vector as often as the clip is used; every use of a
+    clip in an augmented copy is augmented, and embedded, on its own."""
+    xs = []
+    for c in range(copies):
+        name = f"{desc} {'clean' if c == 0 else f'copy {c}'} ({c + 1}/{copies})"
+        x = embed_fn(embed, audio, augment if c else None, name, order=order if c else None)
+        xs.append(x[order] if c == 0 and order is not None else x)
+    return np.concatenate(xs)
+
+
 def fit_one_cycle(params: Iterable[torch.nn.Parameter], batch_loss: Callable[[torch.Tensor], torch.Tensor],
                   n: int, batch: int, epochs: int, lr: float, weight_decay: float, seed: int,
                   desc: str) -> list[float]:

@@ -128,9 +128,11 @@ class WordEmbedder:
         return np.concatenate([self.session.run(None, {"input": f[None, None]})[0] for f in frames])
 
 
-def embed_words(embed: WordEmbedder, audio: np.ndarray, augment, desc: str, batch: int = 64) -> np.ndarray:
-    """(clips, samples) int16 -> (clips, 2048) float32; augmented when ``augment`` is given."""
-    return embed_clips(embed, audio, augment, desc, batch, (WORD_DIM,))
+def embed_words(embed: WordEmbedder, audio: np.ndarray, augment, desc: str, batch: int = 64,
+                order: np.ndarray | None = None) -> np.ndarray:
+    """(clips, samples) int16 -> (clips, 2048) float32; augmented when ``augment`` is given.
+    ``order`` (n,): the clips to embed, in this order (default all, once)."""
+    return embed_clips(embed, audio, augment, desc, batch, (WORD_DIM,), order)
 
 
 def fit_word_mlp(mlp: WordMLP, x: np.ndarray, y: np.ndarray, seed: int, label_smoothing: float = 0.05) -> list[float]:

@@ -5,7 +5,7 @@ import pytest
 import torch
 from torch.nn import functional as F
 
-from pipeline.vector_fit import embed_clips, fit_one_cycle
+from pipeline.vector_fit import embed_clips, embed_copies, fit_one_cycle
 
 
 def _blobs(n=400, dim=8, seed=0):
@@ -51,3 +51,20 @@ def test_embed_clips_batches_order_and_augmentation():
     assert np.allclose(doubled[:, 0], 2 * np.arange(10))
     empty = embed_clips(embed, audio[:0], None, "test", 3, (5, 96))
     assert empty.shape == (0, 5, 96) and empty.dtype == np.float32
+
+
+def test_embed_copies_clean_once_per_clip_augmented_per_use():
+    audio = (np.arange(5)[:, None] * np.ones((1, 16))).astype(np.int16) * 1000     # clip i: all 1000 * i
+    embedded = []                                                                  # how many clips each call embeds
+    def embed_fn(embed, audio, augment, desc, order=None):
+        out = embed_clips(embed, audio, augment, desc, 2, (1,), order)
+        embedded.append(len(out))
+        return out
+    embed = lambda wave: wave.mean(1, keepdim=True).numpy() * 32768.0 / 1000
+    order = np.array([0, 1, 1, 1, 2, 3, 4])                                        # clip 1 used three times
+    x = embed_copies(embed_fn, embed, audio, lambda w: (w * 2, None), 3, order, "test")
+    assert embedded == [5, 7, 7]                                                   # clean: each clip once
+    assert np.allclose(x[:, 0], np.concatenate([order, 2 * order, 2 * order]))
+    embedded.clear()
+    x = embed_copies(embed_fn, embed, audio, lambda w: (w * 2, None), 2, None, "test")
+    assert embedded == [5, 5] and np.allclose(x[:, 0], np.concatenate([np.arange(5), 2 * np.arange(5)]))
