@@ -97,13 +97,18 @@ def write_checked(data: bytes, digest: str, path: Path, what: str) -> None:
 def fetch_models(dest: Path | None = None) -> Path:
     """The two graphs in ``dest`` (default :func:`default_dir`), taken from the wheel when missing
     or damaged -> ``dest``. ModelError (one line) when pip cannot get the wheel."""
-    dest = Path(dest or default_dir())
-    if all((dest / f).is_file() and _sha256(dest / f) == h for f, h in FILES.items()):
+    return fetch_checked(WHEEL, "openwakeword/resources/models", FILES, "speech embedding", Path(dest or default_dir()))
+
+
+def fetch_checked(wheel: str, folder: str, files: dict[str, str], what: str, dest: Path) -> Path:
+    """``files`` ({name: SHA-256}) in ``dest``, taken from ``folder`` of the wheel ``wheel`` when any
+    is missing or damaged -> ``dest``. ModelError (one line, naming ``what``) when pip cannot get it."""
+    if all((dest / f).is_file() and _sha256(dest / f) == h for f, h in files.items()):
         return dest
     dest.mkdir(parents=True, exist_ok=True)
-    members = {f"openwakeword/resources/models/{name}": name for name in FILES}
-    for member, data in read_from_wheel(WHEEL, list(members), "speech embedding", dest).items():
-        write_checked(data, FILES[members[member]], dest / members[member], "speech embedding")
+    members = {f"{folder}/{name}": name for name in files}
+    for member, data in read_from_wheel(wheel, list(members), what, dest).items():
+        write_checked(data, files[members[member]], dest / members[member], what)
     return dest
 
 
