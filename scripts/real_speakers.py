@@ -60,6 +60,15 @@ def stream_clips(model: Path, root: Path, threshold: float | None) -> dict:
     return n
 
 
+def shared_datasets(shared: Path):
+    """(name, folder) for FSDD and the Speech Commands subset under ``shared``; says which are missing."""
+    for name in ("fsdd", "gsc_subset"):
+        if (shared / name).is_dir():
+            yield name, shared / name
+        else:
+            print(f"{shared / name}: not found, skipped")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("model", type=Path, help="model.onnx (or a run folder)")
@@ -69,11 +78,7 @@ def main() -> None:
                     "(default: the model's own)")
     a = ap.parse_args()
     out = {}
-    for name in ("fsdd", "gsc_subset"):
-        d = a.shared / name
-        if not d.is_dir():
-            print(f"{d}: not found, skipped")
-            continue
+    for name, d in shared_datasets(a.shared):
         if a.stream:
             model = a.model / "model.onnx" if a.model.is_dir() else a.model
             n = stream_clips(model, d, a.threshold)

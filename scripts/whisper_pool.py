@@ -35,6 +35,7 @@ from pipeline.datasets.synth import UNKNOWN_WORDS  # noqa: E402
 from pipeline.errors import KwsError  # noqa: E402
 from pipeline.runtime import OnnxModel  # noqa: E402
 from pipeline.whisper_net import SR, WordScorer  # noqa: E402
+from scripts.real_speakers import shared_datasets  # noqa: E402
 
 
 def pool(p_model: np.ndarray, whisper: np.ndarray, labels: list[str], words: list[str], weight: float) -> np.ndarray:
@@ -97,11 +98,7 @@ def main() -> None:
     except KwsError as e:
         sys.exit(f"error: {e}")
     out = {}
-    for name in ("fsdd", "gsc_subset"):
-        root = a.shared / name
-        if not root.is_dir():
-            print(f"{root}: not found, skipped")
-            continue
+    for name, root in shared_datasets(a.shared):
         files = sorted(root.glob("*/*.wav"))
         spk = np.array([p.stem.split("_")[0] for p in files])
         cache = a.cache / f"{name}-{'all' if a.non_keywords else 'keywords'}.npz" if a.cache else None
