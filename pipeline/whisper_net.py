@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import json
 import os
+from functools import lru_cache
 import re
 import struct
 from pathlib import Path
@@ -124,12 +125,18 @@ class BPE:
         return out
 
 
+@lru_cache(maxsize=1)
+def _mel_filters() -> torch.Tensor:
+    """(80, 201): the Slaney mel filters Whisper was trained with, made once."""
+    import librosa
+    return torch.from_numpy(librosa.filters.mel(sr=SR, n_fft=N_FFT, n_mels=N_MELS))
+
+
 def log_mel(wave: torch.Tensor, frames: int = CONTEXT_FRAMES) -> torch.Tensor:
     """(batch, samples) at 16 kHz -> (batch, 80, frames): the first frames * 10 ms, zero-padded."""
-    import librosa
     x = F.pad(wave, (0, max(0, frames * HOP - wave.shape[-1])))[:, :frames * HOP]
     spec = torch.stft(x, N_FFT, HOP, window=torch.hann_window(N_FFT), return_complex=True).abs() ** 2
-    mel = torch.from_numpy(librosa.filters.mel(sr=SR, n_fft=N_FFT, n_mels=N_MELS)) @ spec[..., :-1]
+    mel = _mel_filters() @ spec[..., :-1]
     lg = mel.clamp(min=1e-10).log10()
     lg = torch.maximum(lg, lg.amax(dim=(1, 2), keepdim=True) - 8.0)
     return (lg + 4.0) / 4.0
@@ -221,6 +228,7 @@ class WordScorer:
         self.prefix = torch.tensor([[keys.setdefault(tuple(self.seq[j, :t + 1].tolist()), len(keys))
                                      for t in range(longest + 1)] for j in range(len(cands))])
         self.n_prefixes = len(keys)
+        self.target_rows = self.net.w["decoder/embeddings/weight"][self.seq[:, 1:]]      # (cands, L, 384)
 
     @torch.no_grad()
     def scores(self, wave: torch.Tensor) -> torch.Tensor:
@@ -232,7 +240,7 @@ class WordScorer:
             uniq = torch.zeros(self.n_prefixes, h.shape[-1])
             uniq[self.prefix.flatten()] = h.reshape(-1, h.shape[-1])
             norm = torch.logsumexp(uniq @ self.net.w["decoder/embeddings/weight"].T, -1)[self.prefix]
-            target = (h * self.net.w["decoder/embeddings/weight"][self.seq[:, 1:]]).sum(-1)
+            target = (h * self.target_rows).sum(-1)
             lp = ((target - norm) * self.mask).sum(1)
             out.append(torch.stack([torch.logsumexp(lp[self.owner == i], 0) for i in range(len(self.words))]))
         return torch.stack(out)
