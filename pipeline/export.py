@@ -167,13 +167,14 @@ def load_thresholds(run: Path) -> dict[str, float]:
 
 def export_run(run: Path | list[Path], out: Path | None = None, int8: bool = False,
                check_clips: np.ndarray | None = None, log=print, head: bool = True,
-               whisper: bool = False) -> dict[str, Path]:
+               whisper: bool = False, whisper_non_keywords: bool = False) -> dict[str, Path]:
     """Export ``run`` (a run folder or .pt, or a list of them: an ensemble) -> {name: path}.
     With ``head`` and a ``head.pt`` beside the first run's checkpoint (`kws train-head`), the graphs
     pool the embedding head's probabilities with the BiLSTM's (``HeadConfig.pooling``); their frames are then MFCC and
     embedding log-mel side by side (n_mfcc + 32 per frame). With ``whisper``, also
     ``model.whisper.onnx``: Whisper tiny.en scoring the model's words (pipeline/whisper_export.py),
-    which depends on the labels only and is kept across later exports without it.
+    which depends on the labels only and is kept across later exports without it; with
+    ``whisper_non_keywords`` it also scores `kws synth`'s non-keywords, for its ``_unknown_``.
     Checks onnxruntime against PyTorch."""
     import onnxruntime as ort
 
@@ -273,7 +274,9 @@ def export_run(run: Path | list[Path], out: Path | None = None, int8: bool = Fal
             raise RuntimeError(f"the stream's cached graphs differ from {paths['model'].name} by {err:.2e} (> 1e-4)")
     if whisper:
         from .whisper_export import export_whisper
-        paths["whisper"] = export_whisper(list(cfg.labels), Path(f"{base}.whisper.onnx"), log=log)
+        from .datasets.synth import UNKNOWN_WORDS
+        paths["whisper"] = export_whisper(list(cfg.labels), Path(f"{base}.whisper.onnx"), log=log,
+                                          non_keywords=list(UNKNOWN_WORDS) if whisper_non_keywords else [])
     return paths
 
 

@@ -34,13 +34,15 @@ class _Graph(torch.nn.Module):
 
 
 def export_whisper(labels: list[str], out: Path, weight: float = 1.0, log=print,
-                   check_clips: np.ndarray | None = None) -> Path:
-    """Write ``out`` (model.whisper.onnx) for ``labels`` (their words: those not starting with "_");
+                   check_clips: np.ndarray | None = None, non_keywords: list[str] = ()) -> Path:
+    """Write ``out`` (model.whisper.onnx) for ``labels`` (their words: those not starting with "_"),
+    and ``non_keywords`` scored too, their sum being Whisper's ``_unknown_`` (pipeline/verifier.py);
     checks onnxruntime against PyTorch (max |d loglik| <= 1e-3). Fetches Whisper's weights once."""
     import json
 
     from .export import _export
     words = [l for l in labels if not l.startswith("_")]
+    words += [w for w in non_keywords if w not in words]
     if not words:
         raise ModelError(f"{out}: the model has no words for Whisper to score")
     scorer = WordScorer(words)

@@ -90,3 +90,38 @@ def test_a_file_that_is_not_a_whisper_graph_is_refused(tiny_model, tmp_path, spo
     p = kws("predict", "--model", tmp_path / "model.onnx", spoken[0], check=False)
     assert p.returncode == 2 and "model.whisper.onnx: not a Whisper scorer graph" in p.stderr
     assert "Traceback" not in p.stderr
+
+
+def test_whisper_stream_script_replays_the_detector_with_whisper(whisper_run, tiny_data, tmp_path):
+    from pipeline.stream import Detector
+    from scripts.whisper_stream import smoothed
+    rng = np.random.default_rng(0)
+    probs = rng.dirichlet(np.ones(4), 12).astype(np.float32)
+    det = Detector(["a", "b", "_unknown_", "_silence_"], {}, smooth=3)
+    ref = []
+    for p in probs:
+        det.update(0.0, p)
+        ref.append(det.smoothed())
+    assert np.allclose(smoothed(probs, 3), ref, atol=1e-6)
+    p = subprocess.run([sys.executable, str(REPO / "scripts" / "whisper_stream.py"), str(whisper_run / "model.onnx"),
+                        "--data", str(tiny_data), "--minutes", "0.5", "--thresholds", "0.5,0.9", "--out", str(tmp_path / "s")],
+                       capture_output=True, text=True, timeout=600)
+    assert p.returncode == 0, p.stderr
+    lines = [line for line in p.stdout.splitlines() if line.startswith("threshold")]
+    assert len(lines) == 2 and "with Whisper" in lines[0] and (tmp_path / "s" / "scores.npz").is_file()
+
+
+def test_non_keywords_give_whisper_an_unknown_of_its_own(tmp_path, spoken):
+    from pipeline.audio import read_audio
+    from pipeline.whisper_export import export_whisper
+    labels = [*WORDS, "_unknown_", "_silence_"]
+    out = export_whisper(labels, tmp_path / "m.whisper.onnx", non_keywords=["bed", "yes"], log=lambda *a: None)
+    v = WhisperVerifier(out)
+    assert v.words == [*WORDS, "bed"] and v.labels == labels
+    subprocess.run(["espeak-ng", "-v", "en-us", "-w", str(tmp_path / "bed.wav"), "bed"], check=True)
+    waves = [read_audio(f, 16000) for f in [*spoken, tmp_path / "bed.wav"]]
+    pooled = v.pooled(np.full((4, len(labels)), 1 / len(labels), np.float32), v.log_likelihoods(waves))
+    assert [labels[i] for i in pooled.argmax(1)] == [*WORDS, "_unknown_"]
+    assert np.allclose(pooled.sum(1), 1, atol=1e-5)
+    p = kws("export", tmp_path, "--whisper-non-keywords", check=False)
+    assert p.returncode == 2 and "--whisper-non-keywords: goes with --whisper" in p.stderr
