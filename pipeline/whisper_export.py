@@ -2,6 +2,7 @@
 
     model.whisper.onnx   waveform (batch, 24000) float32 16 kHz, a clip's first 1.5 s
                          -> loglik (batch, words): each of the model's words as the whole transcript
+    model.whisper.int8.onnx  the same with INT8 MatMul weights (with --int8), which model.int8.onnx uses
 
 The graph is ``whisper_net.WordScorer.forward`` traced whole: Whisper's log-mel front-end with the
 STFT as a Conv1d on a DFT basis, the encoder over 75 positions, the decoder over the fixed token
@@ -61,3 +62,23 @@ def export_whisper(labels: list[str], out: Path, weight: float = 1.0, log=print,
     if err > 1e-3:
         raise RuntimeError(f"{out}: ONNX log-likelihoods differ from PyTorch by {err:.2e} (> 1e-3)")
     return out
+
+
+def quantize_whisper(src: Path, dst: Path) -> Path:
+    """model.whisper.onnx -> model.whisper.int8.onnx: its MatMul weights dynamically quantised to INT8
+    (onnxruntime; the Conv front-end and the encoder's convolutions stay float). Measured: 44 MB
+    instead of 153, 0.095 s per clip on one thread instead of 0.168, FSDD pooled 94.6% instead of
+    95.05%, the Speech Commands speakers' words 96.9% for both. The metadata is kept."""
+    import onnx
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+    from onnxruntime.quantization.shape_inference import quant_pre_process
+    pre = dst.with_name(f".{dst.name}.pre")
+    try:
+        quant_pre_process(str(src), str(pre), skip_symbolic_shape=True)
+        quantize_dynamic(str(pre), str(dst), weight_type=QuantType.QInt8, op_types_to_quantize=["MatMul"])
+    finally:
+        pre.unlink(missing_ok=True)
+    if {p.key: p.value for p in onnx.load(str(dst), load_external_data=False).metadata_props}.get("kind") != KIND:
+        dst.unlink()
+        raise ModelError(f"{dst}: the quantiser dropped the metadata; no INT8 Whisper graph written")
+    return dst

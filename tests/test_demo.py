@@ -27,6 +27,7 @@ def test_demo_prints_recipes_with_the_head(monkeypatch, capsys, tmp_path, no_hea
         stages.append(("whisper", tuple(labels), out.name))
         return out
     monkeypatch.setattr(whisper_export, "export_whisper", export_whisper)
+    monkeypatch.setattr(whisper_export, "quantize_whisper", lambda src, dst: stages.append(("int8", dst.name)) or dst)
     monkeypatch.setattr(runtime, "OnnxModel", lambda path: type("M", (), {"labels": ["yes", "_unknown_"]}))
     monkeypatch.setattr(cli, "cmd_synth", lambda a: stages.append("synth"))
     monkeypatch.setattr(train_cli, "cmd_train", lambda a: stages.append(("train", a.minutes)))
@@ -41,7 +42,7 @@ def test_demo_prints_recipes_with_the_head(monkeypatch, capsys, tmp_path, no_hea
     head = not no_head
     assert stages[0] == "synth" and stages[1][0] == "train" and 0 < float(stages[1][1]) <= 15
     after = (["head", ("export", True)] if head else [("export", False)])
-    after += [("whisper", ("yes", "_unknown_"), "model.whisper.onnx")] if whisper == "ok" else []
+    after += [("whisper", ("yes", "_unknown_"), "model.whisper.onnx"), ("int8", "model.whisper.int8.onnx")] if whisper == "ok" else []
     assert stages[2:] == after + [("evaluate", whisper != "off")]
     out = capsys.readouterr().out
     assert ("with Whisper   " in out) == (whisper == "ok") and ("note: no Whisper" in out) == (whisper == "no registry")

@@ -27,8 +27,8 @@ def whisper_run(tiny_run, tmp_path_factory):
     for f in tiny_run.iterdir():
         if f.suffix in (".pt", ".json"):
             shutil.copy(f, run / f.name)
-    p = kws("export", run, "--whisper")
-    assert "model.whisper.onnx" in p.stdout and "max |d loglik|" in p.stdout
+    p = kws("export", run, "--whisper", "--int8")
+    assert "model.whisper.onnx" in p.stdout and "model.whisper.int8.onnx" in p.stdout and "max |d loglik|" in p.stdout
     return run
 
 
@@ -40,12 +40,15 @@ def spoken(tmp_path_factory):
     return [d / f"{w}.wav" for w in WORDS]
 
 
-def test_fit_start_and_whisper_path():
+def test_fit_start_and_whisper_path(tmp_path):
     assert np.array_equal(fit_start(np.ones(3), 5), [1, 1, 1, 0, 0])
     assert np.array_equal(fit_start(np.arange(9), 4), [0, 1, 2, 3])
     assert whisper_path("r/model.onnx").name == "model.whisper.onnx"
     assert whisper_path("r/model.int8.onnx").name == "model.whisper.onnx"
     assert whisper_path("r/other.onnx").name == "other.whisper.onnx"
+    (tmp_path / "model.whisper.int8.onnx").touch()          # the INT8 model takes the INT8 Whisper graph
+    assert whisper_path(tmp_path / "model.int8.onnx") == tmp_path / "model.whisper.int8.onnx"
+    assert whisper_path(tmp_path / "model.onnx") == tmp_path / "model.whisper.onnx"
 
 
 def test_onnx_graph_equals_the_pytorch_scorer_on_spoken_words(whisper_run, spoken):
@@ -60,6 +63,8 @@ def test_onnx_graph_equals_the_pytorch_scorer_on_spoken_words(whisper_run, spoke
     ref = WordScorer(list(WORDS)).scores(torch.from_numpy(np.stack([fit_start(w, 24000) for w in waves]))).numpy()
     assert np.abs(got - ref).max() < 1e-3
     assert [v.words[i] for i in got.argmax(1)] == list(WORDS)
+    q = WhisperVerifier(whisper_run / "model.whisper.int8.onnx")      # INT8 weights: the same words win
+    assert q.words == v.words and [q.words[i] for i in q.log_likelihoods(waves).argmax(1)] == list(WORDS)
     with pytest.raises(ModelError, match="made for labels"):
         v.check_labels(["up", "down", "_unknown_", "_silence_"], "other.onnx")
 
