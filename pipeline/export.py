@@ -273,13 +273,10 @@ def export_run(run: Path | list[Path], out: Path | None = None, int8: bool = Fal
         if err > 1e-4:
             raise RuntimeError(f"the stream's cached graphs differ from {paths['model'].name} by {err:.2e} (> 1e-4)")
     if whisper:
-        from .whisper_export import export_whisper
         from .datasets.synth import UNKNOWN_WORDS
-        paths["whisper"] = export_whisper(list(cfg.labels), Path(f"{base}.whisper.onnx"), log=log,
-                                          non_keywords=list(UNKNOWN_WORDS) if whisper_non_keywords else [])
-        if int8:
-            from .whisper_export import quantize_whisper
-            paths["whisper_int8"] = quantize_whisper(paths["whisper"], Path(f"{base}.whisper.int8.onnx"))
+        from .whisper_export import write_whisper_graphs
+        paths |= write_whisper_graphs(list(cfg.labels), paths["model"], int8, log=log,
+                                      non_keywords=list(UNKNOWN_WORDS) if whisper_non_keywords else [])
     return paths
 
 

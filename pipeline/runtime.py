@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 import onnxruntime as ort
 
-from .audio import load_clip, read_audio
+from .audio import fit_to_window, read_audio
 from .config import RunConfig
 from .errors import ConfigError, ModelError
 
@@ -75,11 +75,12 @@ class OnnxModel:
             verifier.check_labels(self.labels, self.path)
         out = []
         for i in range(0, len(paths), batch_size):
-            batch = np.stack([load_clip(p, f.sample_rate, f.clip_samples) for p in paths[i:i + batch_size]])
-            p = self.scores(batch)
+            waves = [read_audio(p, f.sample_rate) for p in paths[i:i + batch_size]]
+            p = self.scores(np.stack([fit_to_window(x, f.clip_samples) for x in waves]))
             if verifier is not None:
                 sr = verifier.sample_rate
-                p = verifier.pooled(p, verifier.log_likelihoods([read_audio(q, sr) for q in paths[i:i + batch_size]]))
+                starts = waves if sr == f.sample_rate else [read_audio(q, sr) for q in paths[i:i + batch_size]]
+                p = verifier.pooled(p, verifier.log_likelihoods(starts))
             out += [(self.labels[k], float(row[k])) for row, k in zip(p, p.argmax(1))]
         return out
 

@@ -153,12 +153,17 @@ def match(dets: list[tuple[float, str]], events: list[Event], after_s: float = 1
     return Matched(hits, fa, lat, kinds, sources)
 
 
+def smoothed(probs: np.ndarray, k: int) -> np.ndarray:
+    """(windows, classes) -> each window's mean with the k - 1 before it (fewer at the start), as
+    Detector.smoothed averages its history."""
+    c = np.cumsum(np.vstack([np.zeros((1, probs.shape[1])), probs]), axis=0)
+    n = np.minimum(np.arange(1, len(probs) + 1), k)
+    return (c[1:] - c[np.arange(1, len(probs) + 1) - n]) / n[:, None]
+
+
 def replay(times: np.ndarray, probs: np.ndarray, det: Detector) -> list[tuple[float, str]]:
     """Detections of ``det`` over stored window scores (same logic as Detector.update, vectorised)."""
-    k = det.smooth
-    c = np.cumsum(np.vstack([np.zeros((1, probs.shape[1])), probs]), axis=0)
-    sm = np.vstack([c[i + 1] / (i + 1) for i in range(min(k - 1, len(probs)))] +
-                   [(c[k:] - c[:-k]) / k] if len(probs) >= k else [c[1:] / np.arange(1, len(probs) + 1)[:, None]])
+    sm = smoothed(probs, det.smooth)
     best = sm.argmax(1)
     score = sm[np.arange(len(sm)), best]
     cand = np.flatnonzero(det.active[best] & (score >= det.thr[best]))

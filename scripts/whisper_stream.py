@@ -29,15 +29,8 @@ from pipeline.datasets.noise import noise_bank_or_synthetic  # noqa: E402
 from pipeline.datasets.speech_commands import noise_files, scan  # noqa: E402
 from pipeline.errors import KwsError  # noqa: E402
 from pipeline.stream import Detector  # noqa: E402
-from pipeline.stream_eval import build_stream, match, replay, stream_eval  # noqa: E402
+from pipeline.stream_eval import build_stream, match, replay, smoothed, stream_eval  # noqa: E402
 from pipeline.verifier import WhisperVerifier, whisper_path  # noqa: E402
-
-
-def smoothed(probs: np.ndarray, k: int) -> np.ndarray:
-    """(windows, classes) -> the mean of each window's last k (fewer at the start), as Detector does."""
-    c = np.cumsum(np.vstack([np.zeros((1, probs.shape[1])), probs]), axis=0)
-    n = np.minimum(np.arange(1, len(probs) + 1), k)[:, None]
-    return (c[1:] - c[np.arange(1, len(probs) + 1) - n[:, 0]]) / n
 
 
 def main() -> None:

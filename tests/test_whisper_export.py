@@ -99,7 +99,7 @@ def test_a_file_that_is_not_a_whisper_graph_is_refused(tiny_model, tmp_path, spo
 
 def test_whisper_stream_script_replays_the_detector_with_whisper(whisper_run, tiny_data, tmp_path):
     from pipeline.stream import Detector
-    from scripts.whisper_stream import smoothed
+    from pipeline.stream_eval import smoothed
     rng = np.random.default_rng(0)
     probs = rng.dirichlet(np.ones(4), 12).astype(np.float32)
     det = Detector(["a", "b", "_unknown_", "_silence_"], {}, smooth=3)
