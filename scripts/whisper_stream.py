@@ -52,14 +52,14 @@ def main() -> None:
         v = WhisperVerifier(a.whisper or whisper_path(a.model), threads=1)
         if not (out / "scores.npz").is_file():
             stream_eval(a.model, a.data, minutes=a.minutes, seed=a.seed, out_dir=out)
+        d = np.load(out / "scores.npz")
+        times, probs, labels = d["times"], d["probs"], list(d["labels"])
+        rep = json.loads((out / "report.json").read_text())
+        v.check_labels(labels, a.model)
+        clips = scan(a.data)
     except KwsError as e:
         sys.exit(f"error: {e}")
-    d = np.load(out / "scores.npz")
-    times, probs, labels = d["times"], d["probs"], list(d["labels"])
-    rep = json.loads((out / "report.json").read_text())
-    v.check_labels(labels, a.model)
     sr = 16000
-    clips = scan(a.data)
     chosen = [c for c in clips if c.split == "test"] or clips
     bank = noise_bank_or_synthetic(list(noise_files(a.data)), sr, a.seed)
     audio, events = build_stream([(str(c.path), c.word) for c in chosen], labels, bank, sr, a.minutes, a.seed)
